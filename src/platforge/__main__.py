@@ -1,0 +1,3 @@
+from platforge.cli.main import main
+
+main()

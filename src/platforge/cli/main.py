@@ -1,0 +1,72 @@
+"""The ``platforge`` command: one click group, commands registered by area.
+
+Each area of the command line lives in its own module with a ``register(group)``
+function, so the areas can grow without touching each other. Errors from the library
+(``PlatforgeError``) become one line on stderr and exit status 1; click's usage errors
+exit with 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib import import_module
+
+import click
+
+from platforge import __version__
+from platforge.errors import PlatforgeError
+
+__all__ = ["cli", "main"]
+
+# Modules that contribute commands, each exposing ``register(group)``.
+_AREAS = (
+    "platforge.cli.registry_cmds",  # push, pull, copy, inspect, login, logout
+    "platforge.cli.dockerfile_cmds",  # dockerfile plan
+    "platforge.cli.build_cmds",  # build
+    "platforge.cli.run_cmds",  # run, index, emulation
+    "platforge.cli.concourse_cmds",  # resource, task
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="platforge")
+@click.option("--debug", is_flag=True, help="Log everything platforge does to stderr.")
+def cli(debug: bool) -> None:
+    """Build every platform of a Dockerfile into one OCI image index, no daemon.
+
+    \b
+    Example:
+      platforge build --platform linux/amd64,linux/arm64 -t 127.0.0.1:5000/app --push .
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        # The library logs INFO for progress-worthy events; show them plainly.
+        logging.getLogger("platforge").setLevel(logging.INFO)
+
+
+for _area in _AREAS:
+    import_module(_area).register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning our errors into one line and status 1."""
+    try:
+        status = cli.main(args=argv, prog_name="platforge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("platforge: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PlatforgeError as exc:
+        click.echo(f"platforge: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("platforge: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
