@@ -1,0 +1,391 @@
+"""Source trees for COPY and ADD: the build context, named contexts, other stages.
+
+A *source tree* is a directory whose files a COPY may read: the build context
+(with ``.dockerignore`` applied, so an ignored file is invisible to every COPY), a
+named context given as a directory, or the unpacked filesystem of a stage or image
+for ``COPY --from``. :meth:`SourceTree.select` turns a COPY's source words into the
+files to copy and where each lands, with Docker's rules:
+
+* sources are relative to the tree's root; ``..`` cannot climb out of it;
+* wildcards ``*``, ``?``, ``[...]`` match within one path component, ``**`` any
+  number of components; a wildcard that matches nothing is an error, as is a
+  missing plain source;
+* a directory source copies its *contents* into the destination, never the
+  directory itself (unless ``--parents`` keeps the path);
+* several sources, or a wildcard, need a destination ending in ``/``;
+* ``--exclude`` patterns drop matching paths (relative to the source's root);
+* ``--parents`` keeps each match's path below the root, or below a ``/./`` pivot.
+
+Symbolic links inside a copied directory are copied as links; a source named
+directly that is a link is followed, as Docker does. Hard links are copied as
+separate files.
+
+:class:`FileHasher` gives the content hash of what a COPY reads, remembering
+hashes by (path, size, mtime, inode) in a small JSON file so a rebuild of an
+unchanged context stats files instead of reading them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Literal
+
+from platforge.errors import BuildError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from platforge.dockerfile.dockerignore import IgnoreMatcher
+
+__all__ = [
+    "CopyItem",
+    "FileHasher",
+    "SourceTree",
+    "has_wildcard",
+    "join_dest",
+]
+
+log = logging.getLogger("platforge.build.context")
+
+EntryKind = Literal["file", "dir", "symlink"]
+_WILDCARD = re.compile(r"[*?\[]")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    """One path a COPY writes: where it lands in the image and what it is.
+
+    ``dest`` is absolute in the image (``/usr/local/bin/app``); ``source`` is the
+    host path to read for a file; ``mode`` holds the permission bits and
+    ``mtime`` the source's modification time in seconds.
+    """
+
+    dest: str
+    kind: EntryKind
+    source: Path | None
+    mode: int
+    mtime: int
+    size: int = 0
+    link: str = ""
+
+
+def has_wildcard(word: str) -> bool:
+    return _WILDCARD.search(word) is not None
+
+
+def join_dest(workdir: str, dest: str) -> str:
+    """The absolute destination of a COPY: relative ones start at WORKDIR."""
+    base = PurePosixPath("/") / (workdir or "/")
+    full = str(PurePosixPath(base, dest)) if not dest.startswith("/") else dest
+    normal = os.path.normpath(full)
+    normal = "/" + normal.lstrip("/")
+    if dest.endswith("/") and normal != "/":
+        normal += "/"
+    return normal
+
+
+def _component_match(pattern: str, name: str) -> bool:
+    # Go's filepath.Match spells class negation [^...]; fnmatch spells it [!...].
+    return fnmatch.fnmatchcase(name, pattern.replace("[^", "[!"))
+
+
+def _pattern_match(pattern: str, relpath: str) -> bool:
+    """Match a slash-separated ``relpath`` against ``pattern`` with ``**``."""
+    pat = [p for p in pattern.split("/") if p not in ("", ".")]
+    parts = [p for p in relpath.split("/") if p]
+
+    def go(i: int, j: int) -> bool:
+        if i == len(pat):
+            return j == len(parts)
+        if pat[i] == "**":
+            return any(go(i + 1, k) for k in range(j, len(parts) + 1))
+        if j == len(parts):
+            return False
+        return _component_match(pat[i], parts[j]) and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+@dataclass
+class SourceTree:
+    """A directory COPY reads from, optionally filtered by ``.dockerignore``."""
+
+    root: Path
+    ignore: IgnoreMatcher | None = None
+    name: str = "context"
+
+    def _visible(self, relpath: str, *, is_dir: bool) -> bool:
+        return self.ignore is None or not self.ignore.excluded(relpath, is_dir=is_dir)
+
+    def _safe_rel(self, word: str) -> str:
+        # Sources can never leave the tree: "/a", "../a" and "a/../../b" all
+        # resolve inside it, as Docker clamps them.
+        normal = os.path.normpath("/" + word.replace("\\", "/"))
+        return normal.lstrip("/")
+
+    def _children(self, prefix: str) -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(p.name for p in base.iterdir())
+
+    def _glob(self, pattern: str) -> list[str]:
+        parts = [p for p in pattern.split("/") if p]
+        found: set[str] = set()
+        self._glob_from("", parts, found)
+        return sorted(found)
+
+    def _glob_from(self, prefix: str, parts: list[str], found: set[str]) -> None:
+        if not parts:
+            found.add(prefix)
+            return
+        part, rest = parts[0], parts[1:]
+        join = (lambda c: f"{prefix}/{c}") if prefix else (lambda c: c)
+        if part == "**":
+            self._glob_from(prefix, rest, found)
+            for child in self._children(prefix):
+                rel = join(child)
+                if (self.root / rel).is_dir() and self._visible(rel, is_dir=True):
+                    self._glob_from(rel, parts, found)
+        elif not has_wildcard(part):
+            if os.path.lexists(self.root / join(part)):
+                self._glob_from(join(part), rest, found)
+        else:
+            for child in self._children(prefix):
+                if _component_match(part, child):
+                    self._glob_from(join(child), rest, found)
+
+    def select(
+        self,
+        sources: Sequence[str],
+        dest: str,
+        *,
+        excludes: Sequence[str] = (),
+        parents: bool = False,
+        instruction: str = "COPY",
+        dest_is_dir_in_image: bool = False,
+    ) -> list[CopyItem]:
+        """The files, directories and links a COPY of ``sources`` writes.
+
+        ``dest`` is absolute (see :func:`join_dest`); ``dest_is_dir_in_image``
+        says whether it already names a directory in the image being built.
+        """
+        wildcard = any(has_wildcard(s) for s in sources)
+        to_dir = dest.endswith("/") or dest_is_dir_in_image
+        if (len(sources) > 1 or wildcard) and not dest.endswith("/"):
+            if not dest_is_dir_in_image:
+                raise BuildError(
+                    f"{instruction} with several sources or a wildcard needs a "
+                    f"destination ending in '/', got {dest!r}; add the slash"
+                )
+            to_dir = True
+        dest_dir = dest.rstrip("/") or "/"
+        items: dict[str, CopyItem] = {}
+        for word in sources:
+            pivot = ""
+            if parents and "/./" in "/" + word:
+                pivot = self._safe_rel(("/" + word).split("/./", 1)[0])
+            rel = self._safe_rel(word)
+            matches = self._glob(rel) if has_wildcard(rel) else [rel]
+            matches = [
+                m
+                for m in matches
+                if (m == "" or self._visible(m, is_dir=(self.root / m).is_dir()))
+                and not _excluded(m, excludes)
+            ]
+            if not matches or (
+                not has_wildcard(rel) and not os.path.lexists(self.root / rel)
+            ):
+                raise BuildError(
+                    f"{instruction} {word}: no such file or directory in the "
+                    f"{self.name}; check the path and .dockerignore"
+                )
+            for match in matches:
+                self._add_match(
+                    items,
+                    match,
+                    dest_dir=dest_dir,
+                    to_dir=to_dir,
+                    parents=parents,
+                    pivot=pivot,
+                    excludes=excludes,
+                )
+        return [items[k] for k in sorted(items)]
+
+    def _add_match(
+        self,
+        items: dict[str, CopyItem],
+        match: str,
+        *,
+        dest_dir: str,
+        to_dir: bool,
+        parents: bool,
+        pivot: str,
+        excludes: Sequence[str],
+    ) -> None:
+        path = self.root / match if match else self.root
+        st = path.stat()  # a source named directly is followed when a link
+        if parents and match:
+            keep = match[len(pivot) :].lstrip("/") if match.startswith(pivot) else match
+            target_base = _posix_join(dest_dir, keep)
+        else:
+            target_base = None
+        if stat.S_ISDIR(st.st_mode):
+            base = target_base or dest_dir
+            if target_base is not None:
+                items[base] = _item(base, path, st)
+            for rel, child, cst in self._walk(match, excludes):
+                target = _posix_join(base, rel)
+                items[target] = _item(target, child, cst)
+            return
+        if target_base is not None:
+            target = target_base
+        elif to_dir:
+            target = _posix_join(dest_dir, PurePosixPath(match).name)
+        else:
+            target = dest_dir
+        items[target] = _item(target, path, st)
+
+    def _walk(
+        self, top: str, excludes: Sequence[str]
+    ) -> Iterator[tuple[str, Path, os.stat_result]]:
+        """Everything below ``top`` (relative to it), parents before children."""
+        start = self.root / top if top else self.root
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            here = start / rel_dir if rel_dir else start
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            subdirs = []
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                full_rel = f"{top}/{rel}" if top else rel
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if not self._visible(full_rel, is_dir=is_dir):
+                    if (
+                        is_dir
+                        and self.ignore is not None
+                        and not (self.ignore.can_prune(full_rel))
+                    ):
+                        subdirs.append(rel)  # a later "!" may re-include a child
+                    continue
+                if _excluded(rel, excludes) or _excluded(full_rel, excludes):
+                    continue
+                yield rel, Path(entry.path), entry.stat(follow_symlinks=False)
+                if is_dir:
+                    subdirs.append(rel)
+            stack.extend(reversed(subdirs))
+
+
+def _excluded(relpath: str, excludes: Sequence[str]) -> bool:
+    return any(_pattern_match(p, relpath) for p in excludes if relpath)
+
+
+def _posix_join(base: str, rel: str) -> str:
+    return str(PurePosixPath(base, rel)) if rel else base
+
+
+def _item(dest: str, path: Path, st: os.stat_result) -> CopyItem:
+    if stat.S_ISLNK(st.st_mode):
+        kind: EntryKind = "symlink"
+        link = str(path.readlink())
+    elif stat.S_ISDIR(st.st_mode):
+        kind, link = "dir", ""
+    elif stat.S_ISREG(st.st_mode):
+        kind, link = "file", ""
+    else:
+        raise BuildError(
+            f"COPY {path}: only files, directories and links can be copied; "
+            "remove the special file or ignore it in .dockerignore"
+        )
+    return CopyItem(
+        dest=dest,
+        kind=kind,
+        source=path,
+        mode=stat.S_IMODE(st.st_mode),
+        mtime=int(st.st_mtime),
+        size=st.st_size if kind == "file" else 0,
+        link=link,
+    )
+
+
+@dataclass
+class FileHasher:
+    """Content hashes of files, remembered by (path, size, mtime, inode).
+
+    The memory lives in ``state_file`` (JSON, written atomically by :meth:`save`).
+    A hash is reused only when all four match, so an edited file, even one edited
+    within the same second by a tool that keeps its size, is read again when its
+    inode or nanosecond mtime changes.
+    """
+
+    state_file: Path | None = None
+    _known: dict[str, list[object]] = field(default_factory=dict)
+    _dirty: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.state_file is not None and self.state_file.exists():
+            try:
+                self._known = json.loads(self.state_file.read_text())
+            except (OSError, ValueError):
+                self._known = {}
+
+    def file_digest(self, path: Path) -> str:
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        key = str(path)
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None and known[:3] == stamp:
+            return str(known[3])
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        value = digest.hexdigest()
+        with self._lock:
+            self._known[key] = [*stamp, value]
+            self._dirty = True
+        return value
+
+    def items_digest(self, items: Sequence[CopyItem]) -> str:
+        """One hash over what a COPY writes: paths, kinds, modes, links, contents."""
+        digest = hashlib.sha256()
+        for item in items:
+            content = (
+                self.file_digest(item.source)
+                if item.kind == "file" and item.source is not None
+                else ""
+            )
+            line = f"{item.dest}\0{item.kind}\0{item.mode:o}\0{item.link}\0{content}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if self.state_file is None or not self._dirty:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            data = json.dumps(self._known)
+            self._dirty = False
+        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".hashes-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(data)
+            Path(tmp).replace(self.state_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
