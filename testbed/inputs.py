@@ -115,3 +115,6 @@ def _fetch(base: Path, arches: list[str]) -> None:
             if target.exists():
                 shutil.rmtree(target)
             tree.replace(target)
+    # The package lists of five architectures weigh ~100 MB and are only needed
+    # again when an architecture is missing, which refetches them anyway.
+    shutil.rmtree(apt_root, ignore_errors=True)

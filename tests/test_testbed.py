@@ -4,21 +4,25 @@ token flow works with a real client, and busybox runs under QEMU per architectur
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import httpx
 import pytest
+from testbed import Testbed, missing, qemu_status
 from testbed.tools import ToolError
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 pytestmark = pytest.mark.registry
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _client(**kwargs) -> httpx.Client:
@@ -153,3 +157,189 @@ def test_skopeo_copies_and_inspects_through_the_token_flow(
     assert json.loads(raw)["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     with pytest.raises(ToolError, match=r"denied|unauthorized"):
         skopeo("inspect", "--raw", "--tls-verify=false", ref)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(
+    ("arch", "machine"),
+    [
+        ("amd64", "x86_64"),
+        ("arm64", "aarch64"),
+        ("armhf", "armv7l"),
+        ("s390x", "s390x"),
+        ("ppc64el", "ppc64le"),
+    ],
+)
+def test_busybox_of_each_architecture_runs_and_reports_its_machine(
+    busybox, require_qemu, arch, machine
+):
+    binary = busybox[arch] / "bin/busybox"
+    out = subprocess.run(
+        [str(binary), "uname", "-m"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == machine
+
+
+def test_qemu_status_reports_the_f_flag_of_registered_handlers(tmp_path):
+    fake = tmp_path / "binfmt_misc"
+    fake.mkdir()
+    interpreter = tmp_path / "qemu-aarch64-static"
+    interpreter.touch()
+    (fake / "qemu-aarch64").write_text(
+        f"enabled\ninterpreter {interpreter}\nflags: POCF\noffset 0\nmagic 7f45\n"
+    )
+    (fake / "qemu-arm").write_text(
+        f"enabled\ninterpreter {interpreter}\nflags: OC\noffset 0\nmagic 7f45\n"
+    )
+    (fake / "register").touch()
+    status = qemu_status(fake)
+    assert set(status) == {"qemu-aarch64", "qemu-arm"}
+    assert status["qemu-aarch64"].usable
+    assert not status["qemu-arm"].usable
+    assert missing(["qemu-aarch64", "qemu-arm", "qemu-s390x"], fake) == [
+        f"qemu-arm unusable (enabled=True, flags='OC', interpreter={interpreter})",
+        "qemu-s390x not registered",
+    ]
+
+
+def _claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_token_server_grants_only_what_each_user_may_do(testbed, registry_token):
+    scope = "repository:team/app:pull,push"
+    url = f"{testbed.token_url}/token"
+    params = {"service": "platforge-testbed", "scope": scope}
+    with _client() as client:
+        writer = client.get(
+            url, params=params, auth=(testbed.username, testbed.password)
+        )
+        reader = client.get(
+            url, params=params, auth=(testbed.reader_username, testbed.reader_password)
+        )
+        anonymous = client.get(url, params=params)
+        other_service = client.get(url, params={"service": "elsewhere"})
+    assert _claims(writer.json()["token"])["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull", "push"]}
+    ]
+    assert _claims(reader.json()["token"])["access"][0]["actions"] == ["pull"]
+    claims = _claims(anonymous.json()["token"])
+    assert claims["access"] == []
+    assert claims["aud"] == "platforge-testbed"
+    assert claims["exp"] > claims["iat"] >= claims["nbf"]
+    assert other_service.status_code == 400
+
+
+def test_token_server_speaks_the_oauth2_password_and_refresh_grants(
+    testbed, registry_token
+):
+    url = f"{testbed.token_url}/token"
+    form = {
+        "grant_type": "password",
+        "service": "platforge-testbed",
+        "client_id": "platforge",
+        "access_type": "offline",
+        "username": testbed.username,
+        "password": testbed.password,
+        "scope": "repository:a/b:pull repository:c/d:push",
+    }
+    with _client() as client:
+        first = client.post(url, data=form).json()
+        refreshed = client.post(
+            url,
+            data={
+                "grant_type": "refresh_token",
+                "service": "platforge-testbed",
+                "refresh_token": first["refresh_token"],
+                "scope": "repository:a/b:pull",
+            },
+        ).json()
+        refused = client.post(url, data={**form, "password": "wrong"})
+        pulled = client.get(
+            f"{registry_token.url}/v2/a/b/tags/list",
+            headers={"Authorization": f"Bearer {refreshed['access_token']}"},
+        )
+    assert [a["name"] for a in _claims(first["access_token"])["access"]] == [
+        "a/b",
+        "c/d",
+    ]
+    assert _claims(refreshed["access_token"])["sub"] == testbed.username
+    assert refused.status_code == 401
+    # The token is accepted: the repository is unknown (404), not unauthorised (401).
+    assert pulled.status_code == 404
+
+
+def test_registry_blob_path_points_at_the_stored_bytes(make_registry, skopeo, tmp_path):
+    registry = make_registry("plain")
+    layout = _oci_layout(tmp_path / "oci")
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci:{layout}:v1",
+        f"docker://{registry.ref('testbed/blobs', 'v1')}",
+    )
+    manifest = json.loads((layout / "index.json").read_bytes())["manifests"][0]
+    stored = registry.blob_path(manifest["digest"])
+    assert stored.is_file()
+    assert stored.stat().st_size == manifest["size"]
+    assert str(stored).startswith(str(registry.storage_dir))
+
+
+def test_make_registry_starts_a_private_registry_and_stops_it(make_registry, testbed):
+    first = make_registry("basic")
+    second = make_registry("tls")
+    hosts = {first.host, second.host}
+    hosts |= {r.host for r in testbed.registries.values()}
+    assert len(hosts) == 2 + len(testbed.registries)
+    assert first.storage_dir != second.storage_dir
+    with _client(verify=second.ssl_context()) as client:
+        assert client.get(f"{second.url}/v2/").status_code == 200
+
+
+def test_tmp_store_points_platforge_at_a_fresh_directory(tmp_store):
+    assert os.environ["PLATFORGE_STORE"] == str(tmp_store)
+    assert tmp_store.is_dir()
+    assert not any(tmp_store.iterdir())
+
+
+@pytest.mark.slow
+def test_cli_start_writes_state_that_sessions_attach_to_and_stop_ends_it(tmp_path):
+    state = tmp_path / "state.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "testbed", *args, "--state", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+            check=True,
+        )
+
+    cli("start")
+    try:
+        bed = Testbed.attach(state)
+        assert bed is not None
+        assert not bed.owned
+        assert set(bed.registries) == {"plain", "basic", "tls", "token"}
+        pids = list(bed.pids.values())
+        bed.stop()  # attached: must leave everything running
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+        exports = cli("env").stdout
+        assert f"PLATFORGE_TESTBED_PLAIN_HOST={bed.registries['plain'].host}" in exports
+        assert "already running" in cli("start").stderr
+    finally:
+        cli("stop")
+    assert not state.exists()
+    assert Testbed.attach(state) is None
+    assert not bed.workdir.exists()
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        assert not cmdline.exists() or b"docker-registry" not in cmdline.read_bytes()
