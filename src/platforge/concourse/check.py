@@ -1,0 +1,191 @@
+"""``check``: find the versions of an image repository, oldest first.
+
+Three modes, chosen by ``source``:
+
+**tag** (``tag`` set): the one version is the tag's current digest, read with a
+manifest ``HEAD`` (for a multi-platform image, the index digest). When Concourse
+passes the previous version and its digest still exists in the repository but the
+tag moved, both are returned, previous first, so Concourse sees the move.
+
+**semver** (neither ``tag`` nor ``tag_regex``): every tag that reads as a version
+under the configured ``variant`` (see :mod:`platforge.concourse.semver`), filtered by
+``pre_releases`` and ``semver_constraint``, in version order. Tags that share a
+digest collapse into one version carrying the most specific tag (``1.2.3`` over
+``1.2`` over ``1``), so alias tags do not look like new versions.
+
+**regex** (``tag_regex`` set): every tag the regular expression finds (anywhere in
+the tag, as Go's ``MatchString`` does: anchor it with ``^…$`` to match whole tags).
+With ``created_at_sort`` they are ordered by the image config's ``created`` time,
+newest last; otherwise in version order when every tag reads as a version, else in
+the registry's (lexical) order.
+
+In semver and regex mode, a previous version that is still listed starts the answer
+(Concourse expects it first); one that vanished leaves the whole list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from platforge.concourse.protocol import ResourceVersion
+from platforge.concourse.semver import TagVersion, parse_version, tag_version
+
+if TYPE_CHECKING:
+    from platforge.concourse.remote import Remote
+    from platforge.concourse.source import Source
+
+__all__ = ["check"]
+
+log = logging.getLogger("platforge.concourse.check")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_CONFIG = 4 << 20
+
+
+def check(
+    source: Source, previous: ResourceVersion | None, remote: Remote
+) -> list[ResourceVersion]:
+    """The versions of ``source``'s repository, oldest first."""
+    if source.mode == "tag":
+        return _check_tag(source, previous, remote)
+    if source.mode == "regex":
+        versions = _check_regex(source, remote)
+    else:
+        versions = _check_semver(source, remote)
+    return _from_previous(versions, previous)
+
+
+def _check_tag(
+    source: Source, previous: ResourceVersion | None, remote: Remote
+) -> list[ResourceVersion]:
+    tag = source.tag_or_latest
+    info = remote.client.head_manifest(remote.repository, tag)
+    if info is None:
+        log.info("tag %s does not exist in %s yet", tag, remote.name)
+        return []
+    current = ResourceVersion(tag=tag, digest=info.digest)
+    if (
+        previous is not None
+        and previous.digest != current.digest
+        and remote.client.head_manifest(remote.repository, previous.digest) is not None
+    ):
+        return [
+            ResourceVersion(tag=previous.tag or tag, digest=previous.digest),
+            current,
+        ]
+    return [current]
+
+
+@dataclass(frozen=True)
+class _Found:
+    tag: TagVersion
+    digest: str
+
+    def preference(self) -> tuple[int, int, Any]:
+        """Most specific tag wins a shared digest; a release beats a pre-release."""
+        version = self.tag.version
+        return (version.segments, 0 if version.prerelease else 1, version.key())
+
+
+def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
+    candidates: list[TagVersion] = []
+    for tag in remote.client.list_tags(remote.repository):
+        found = tag_version(
+            tag,
+            variant=source.variant,
+            pre_release_prefixes=source.pre_release_prefixes,
+        )
+        if found is None:
+            continue
+        if found.is_prerelease and not source.pre_releases:
+            continue
+        constraint = source.semver_constraint
+        if constraint is not None and not constraint.allows(found.version):
+            continue
+        candidates.append(found)
+
+    by_digest: dict[str, _Found] = {}
+    for candidate in candidates:
+        info = remote.client.head_manifest(remote.repository, candidate.tag)
+        if info is None:  # deleted between listing and asking
+            continue
+        hit = _Found(candidate, info.digest)
+        best = by_digest.get(info.digest)
+        if best is None or hit.preference() > best.preference():
+            by_digest[info.digest] = hit
+    ordered = sorted(by_digest.values(), key=lambda f: (f.tag.version.key(), f.tag.tag))
+    return [ResourceVersion(tag=f.tag.tag, digest=f.digest) for f in ordered]
+
+
+def _check_regex(source: Source, remote: Remote) -> list[ResourceVersion]:
+    assert source.tag_regex is not None  # noqa: S101 - mode "regex" guarantees it
+    tags = [
+        t
+        for t in remote.client.list_tags(remote.repository)
+        if source.tag_regex.search(t)
+    ]
+    found: list[tuple[str, str]] = []
+    for tag in tags:
+        info = remote.client.head_manifest(remote.repository, tag)
+        if info is not None:
+            found.append((tag, info.digest))
+
+    if source.created_at_sort:
+        created = {digest: _created(remote, digest, source) for _, digest in found}
+        found.sort(key=lambda pair: (created[pair[1]], pair[0]))
+    else:
+        versions = {tag: parse_version(tag) for tag, _ in found}
+        if found and all(v is not None for v in versions.values()):
+            found.sort(key=lambda pair: versions[pair[0]].key())  # type: ignore[union-attr]
+    return [ResourceVersion(tag=tag, digest=digest) for tag, digest in found]
+
+
+def _created(remote: Remote, digest: str, source: Source) -> datetime:
+    """When the image was created (for an index, the source platform's or first)."""
+    info = remote.client.get_manifest(remote.repository, digest)
+    document = json.loads(info.raw)
+    if "manifests" in document:
+        manifests = document.get("manifests") or []
+        chosen = manifests[0] if manifests else None
+        if source.platform is not None:
+            for entry in manifests:
+                platform = entry.get("platform") or {}
+                if (
+                    platform.get("os") == source.platform.os
+                    and platform.get("architecture") == source.platform.architecture
+                ):
+                    chosen = entry
+                    break
+        if chosen is None:
+            return _EPOCH
+        document = json.loads(
+            remote.client.get_manifest(remote.repository, chosen["digest"]).raw
+        )
+    config = (document.get("config") or {}).get("digest")
+    if not config:
+        return _EPOCH
+    with remote.client.open_blob(remote.repository, config) as blob:
+        raw = blob.read(_MAX_CONFIG)
+    try:
+        text = json.loads(raw).get("created")
+        when = datetime.fromisoformat(text) if isinstance(text, str) else _EPOCH
+    except ValueError:
+        return _EPOCH
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _from_previous(
+    versions: list[ResourceVersion], previous: ResourceVersion | None
+) -> list[ResourceVersion]:
+    if previous is None:
+        return versions
+    for index, version in enumerate(versions):
+        if version.digest == previous.digest and (
+            not previous.tag or version.tag == previous.tag
+        ):
+            return versions[index:]
+    return versions

@@ -1,0 +1,181 @@
+"""Where a ``source`` points: the registry, the repository and the credentials.
+
+``source.repository`` follows docker's naming rules (``alpine`` is Docker Hub's
+``library/alpine``). A ``registry_mirror`` serves reads (check, get) of repositories
+written without a registry host; pushes always go to the repository's own registry.
+With ``aws_region`` set the repository lives on ECR: the registry host and a
+short-lived password come from boto3 (``pip install platforge[ecr]``), after assuming
+each of ``aws_role_arns`` in order.
+
+Transient registry errors are retried by the registry client; when it waits (a 429
+with ``Retry-After``, a 503), the resource says so on stderr, because a silent
+minute-long pause in a Concourse build log looks like a hang.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+from platforge.errors import ConcourseError
+from platforge.registry.auth import Credentials
+from platforge.registry.client import RegistryClient
+from platforge.registry.reference import DOCKER_HUB, Reference
+from platforge.registry.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from platforge.concourse.source import AwsConfig, Source
+
+__all__ = ["Remote", "announce_retries", "open_remote"]
+
+log = logging.getLogger("platforge.concourse.remote")
+
+# Concourse steps may wait a while for a throttled registry, but not forever.
+RETRY_POLICY = RetryPolicy(attempts=6, base=0.5, max_delay=30.0, max_total=90.0)
+
+
+@dataclass
+class Remote:
+    """An open client for the source's repository; close it when done."""
+
+    client: RegistryClient
+    reference: Reference
+
+    @property
+    def repository(self) -> str:
+        return self.reference.repository
+
+    @property
+    def name(self) -> str:
+        """``REGISTRY/REPOSITORY`` as written to the ``repository`` file."""
+        return self.reference.name
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parse_repository(text: str) -> Reference:
+    last = text.rsplit("/", 1)[-1]
+    if "@" in text or ":" in last:
+        raise ConcourseError(
+            f"source.repository {text!r} carries a tag or digest; give the bare "
+            "repository and set source.tag instead"
+        )
+    return Reference.parse(text)
+
+
+def _has_registry_host(text: str) -> bool:
+    first = text.split("/", 1)[0]
+    return "/" in text and ("." in first or ":" in first or first == "localhost")
+
+
+def _ecr(aws: AwsConfig, reference: Reference) -> tuple[str, Credentials]:
+    """The ECR registry host and a token for it, through boto3."""
+    try:
+        import boto3  # noqa: PLC0415 - optional dependency, only for ECR
+    except ImportError as exc:
+        raise ConcourseError(
+            "source.aws_region asks for ECR, but boto3 is not installed; "
+            "install it with `pip install 'platforge[ecr]'`"
+        ) from exc
+    session = boto3.Session(
+        aws_access_key_id=aws.access_key_id,
+        aws_secret_access_key=aws.secret_access_key,
+        aws_session_token=aws.session_token,
+        region_name=aws.region,
+    )
+    for arn in aws.role_arns:
+        assumed = session.client("sts").assume_role(
+            RoleArn=arn, RoleSessionName="platforge-concourse"
+        )["Credentials"]
+        session = boto3.Session(
+            aws_access_key_id=assumed["AccessKeyId"],
+            aws_secret_access_key=assumed["SecretAccessKey"],
+            aws_session_token=assumed["SessionToken"],
+            region_name=aws.region,
+        )
+    kwargs: dict[str, Any] = {}
+    if aws.account_id:
+        kwargs["registryIds"] = [aws.account_id]
+    data = session.client("ecr").get_authorization_token(**kwargs)
+    entry = data["authorizationData"][0]
+    user, _, password = (
+        base64.b64decode(entry["authorizationToken"]).decode().partition(":")
+    )
+    host = str(entry["proxyEndpoint"]).removeprefix("https://").rstrip("/")
+    del reference
+    return host, Credentials(username=user, password=password)
+
+
+def open_remote(source: Source, *, for_push: bool = False) -> Remote:
+    """A registry client for ``source``'s repository (mirror for reads, ECR)."""
+    reference = _parse_repository(source.repository)
+    credentials = None
+    if source.username is not None or source.password is not None:
+        credentials = Credentials(username=source.username, password=source.password)
+
+    if source.aws is not None:
+        host, credentials = _ecr(source.aws, reference)
+        reference = Reference(host, source.repository.strip("/"), reference.tag)
+    elif (
+        source.registry_mirror is not None
+        and not for_push
+        and not _has_registry_host(source.repository)
+    ):
+        mirror = source.registry_mirror
+        reference = Reference(mirror.host, reference.repository, reference.tag)
+        credentials = None
+        if mirror.username is not None or mirror.password is not None:
+            credentials = Credentials(
+                username=mirror.username, password=mirror.password
+            )
+    elif reference.registry == DOCKER_HUB:
+        log.debug("repository is on Docker Hub", extra={"repo": reference.name})
+
+    client = RegistryClient(
+        reference.registry,
+        credentials=credentials,
+        insecure=source.insecure,
+        ca_certs=source.ca_certs,
+        retry=RETRY_POLICY,
+    )
+    return Remote(client=client, reference=reference)
+
+
+class _RetryAnnouncer(logging.Handler):
+    """Turns the registry client's retry records into one plain stderr line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() != "retrying":
+            return
+        operation = getattr(record, "operation", "a registry request")
+        reason = getattr(record, "reason", "a transient error")
+        delay = float(getattr(record, "delay", 0.0))
+        self.stream_line(
+            f"platforge: {operation}: {reason}; waiting {delay:.1f}s and retrying"
+        )
+
+    def stream_line(self, line: str) -> None:
+        import sys  # noqa: PLC0415 - only the resource entry points install this
+
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def announce_retries() -> None:
+    """Say on stderr whenever the registry client waits before a retry."""
+    logger = logging.getLogger("platforge.registry.retry")
+    if not any(isinstance(h, _RetryAnnouncer) for h in logger.handlers):
+        logger.addHandler(_RetryAnnouncer(level=logging.DEBUG))
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.DEBUG)
+        # Only our handler should see these DEBUG records, not the root's.
+        logger.propagate = False
