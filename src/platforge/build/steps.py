@@ -77,7 +77,7 @@ def _duration(text: str, flag: str) -> int:
 
 
 def _ports(words: list[str]) -> list[str]:
-    ports = []
+    ports: list[str] = []
     for word in words:
         port, _, proto = word.partition("/")
         proto = (proto or "tcp").lower()
@@ -135,12 +135,12 @@ def _label(state: ImageState, step: Step) -> str:
 
 def _maintainer(state: ImageState, step: Step) -> str:
     state.config["author"] = " ".join(step.args)
-    return "MAINTAINER " + state.config["author"]
+    return "MAINTAINER " + str(state.config["author"])
 
 
 def _user(state: ImageState, step: Step) -> str:
     state.run_config["User"] = step.args[0] if step.args else ""
-    return "USER " + state.run_config["User"]
+    return "USER " + str(state.run_config["User"])
 
 
 def _expose(state: ImageState, step: Step) -> str:
@@ -183,7 +183,7 @@ def _shell(state: ImageState, step: Step) -> str:
 
 def _stopsignal(state: ImageState, step: Step) -> str:
     state.run_config["StopSignal"] = step.args[0] if step.args else ""
-    return "STOPSIGNAL " + state.run_config["StopSignal"]
+    return "STOPSIGNAL " + str(state.run_config["StopSignal"])
 
 
 def _healthcheck_step(state: ImageState, step: Step) -> str:
