@@ -24,7 +24,7 @@ def _start(state_file: Path) -> int:
     if running is not None:
         print(f"testbed: already running (state {state_file})", file=sys.stderr)
         return 0
-    bed = Testbed()
+    bed = Testbed(detach=True)
     try:
         bed.start_all()
     except TestbedError:

@@ -195,8 +195,11 @@ class Testbed:
 
     __test__ = False
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, *, detach: bool = False) -> None:
         self.owned = True
+        # A detached test bed outlives the process that started it (the CLI); an
+        # attached one dies with it, even when that process is killed outright.
+        self.detach = detach
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="platforge-testbed-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.username = "platforge"
@@ -208,6 +211,12 @@ class Testbed:
         self.token_url: str | None = None
         self.pids: dict[str, int] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _launcher(self) -> list[str]:
+        """argv prefix: setpriv asks the kernel to SIGTERM the child if we die."""
+        if self.detach or shutil.which("setpriv") is None:
+            return []
+        return ["setpriv", "--pdeathsig", "TERM", "--"]
 
     # -- attaching to a running test bed -----------------------------------------
 
@@ -343,7 +352,7 @@ class Testbed:
             log_file = directory / "registry.log"
             with log_file.open("ab") as log_out:
                 proc = subprocess.Popen(
-                    ["docker-registry", "serve", str(config_file)],
+                    [*self._launcher(), "docker-registry", "serve", str(config_file)],
                     stdin=subprocess.DEVNULL,
                     stdout=log_out,
                     stderr=subprocess.STDOUT,
@@ -407,6 +416,7 @@ class Testbed:
         with (directory / "server.log").open("ab") as log_out:
             proc = subprocess.Popen(
                 [
+                    *self._launcher(),
                     sys.executable,
                     "-m",
                     "testbed.tokenserver",

@@ -25,6 +25,7 @@ Fixtures
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,10 +74,18 @@ def testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
     if option:
         pytest.fail(f"--testbed-state {option}: no running test bed answers there")
     bed = Testbed()
+    # SIGTERM (from `timeout`, CI cancel) becomes an interrupt, so pytest still
+    # runs session teardown and the registries stop and their files go.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield bed
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bed.stop()
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _registry(bed: Testbed, name: str) -> Registry:

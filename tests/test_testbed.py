@@ -10,9 +10,12 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import httpx
@@ -343,3 +346,33 @@ def test_cli_start_writes_state_that_sessions_attach_to_and_stop_ends_it(tmp_pat
     for pid in pids:
         cmdline = Path(f"/proc/{pid}/cmdline")
         assert not cmdline.exists() or b"docker-registry" not in cmdline.read_bytes()
+
+
+def test_registries_die_with_a_test_session_that_is_killed(tmp_path):
+    script = (
+        "import os, signal, sys\n"
+        "from testbed import Testbed\n"
+        "bed = Testbed()\n"
+        "bed.registry('plain')\n"
+        "print(bed.pids['plain'], bed.workdir, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert out.returncode == -signal.SIGKILL
+    pid_text, workdir = out.stdout.split()
+    cmdline = Path(f"/proc/{pid_text}/cmdline")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not cmdline.exists() or b"docker-registry" not in cmdline.read_bytes():
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"registry {pid_text} outlived its killed parent")
+    shutil.rmtree(workdir, ignore_errors=True)
