@@ -27,10 +27,14 @@ missing, ``/etc/hosts``, ``/etc/resolv.conf`` and ``/etc/hostname`` bound from f
 platforge writes, so none of them ends up in the layer. Any mount point the sandbox had
 to create for its own mounts is removed again from the upper directory.
 
+``PLATFORGE_SANDBOX=runtime|chroot|proot`` forces a mode and ``PLATFORGE_RUNTIME``
+names the OCI runtime. On hosts with hybrid cgroups (v1 controllers beside a v2 tree)
+runc is used, because crun refuses them.
+
 Limitations: no pseudo-terminal is allocated (``stdin_tty`` connects platforge's own
-standard input instead); resource limits and seccomp profiles are not applied; the
-``chroot`` and ``proot`` modes cannot isolate the network of the ``host`` mode from
-the ``none`` mode under proot (proot shares the host's network).
+standard input instead); resource limits and seccomp profiles are not applied; under
+proot the network is always the host's, the hostname is not set and ``network="none"``
+is not enforced.
 """
 
 from __future__ import annotations
@@ -271,10 +275,9 @@ def run(spec: RunSpec) -> RunResult:
     caps = capabilities()
     qemu = None
     if spec.platform is not None and not emulation.is_native(spec.platform):
-        if caps.mode == "proot" and not _binfmt_ready(spec.platform):
-            qemu = emulation.qemu_static(spec.platform.architecture)
-            if qemu is None:
-                emulation.ensure(spec.platform)
+        if caps.mode == "proot":
+            # proot traces the emulator itself: binfmt handlers do not apply.
+            qemu = _proot_emulator(spec.platform)
         else:
             emulation.ensure(spec.platform)
     spec.upperdir.mkdir(parents=True, exist_ok=True)
@@ -294,12 +297,15 @@ def run(spec: RunSpec) -> RunResult:
     return result
 
 
-def _binfmt_ready(platform: Platform) -> bool:
-    try:
-        emulation.ensure(platform)
-    except EmulationError:
-        return False
-    return True
+def _proot_emulator(platform: Platform) -> Path:
+    qemu = emulation.qemu_static(platform.architecture)
+    if qemu is None:
+        name = emulation.qemu_name(platform.architecture)
+        raise EmulationError(
+            f"cannot run platform {platform} under proot: qemu-{name}-static is "
+            "not installed; install the qemu-user-static package"
+        )
+    return qemu
 
 
 # --- the system calls platforge makes itself -------------------------------------
