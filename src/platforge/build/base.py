@@ -1,0 +1,228 @@
+"""Base images: the image a stage starts from, fetched into the local store once.
+
+``FROM alpine``, ``COPY --from=registry/img`` and ``--build-context
+NAME=docker-image://REF`` all come here. The reference is resolved through its
+registry (an index gives the manifest for the platform, with containerd's
+fallbacks), and the config and layers are downloaded into the store only when
+the store lacks them, so every platform and every later build shares them.
+``oci-layout://DIR[:TAG]`` reads an OCI image layout on disk instead.
+
+A reference pinned by digest whose manifest is already in the store needs no
+network at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from platforge import platforms
+from platforge.build.image import ImageState, LayerRef
+from platforge.errors import BuildError, NotFoundError
+from platforge.oci import mediatypes as mt
+from platforge.oci.content import Index, Manifest, parse_manifest
+from platforge.registry.client import RegistryClient
+from platforge.registry.reference import Reference
+
+if TYPE_CHECKING:
+    from platforge.build.store import Store
+    from platforge.platforms import Platform
+
+__all__ = ["BaseResolver"]
+
+log = logging.getLogger("platforge.build.base")
+
+# Layers named with Docker's media types are the same bytes under OCI's names.
+_TO_OCI_LAYER = {
+    mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
+    mt.DOCKER_LAYER: mt.OCI_LAYER,
+}
+
+
+class BaseResolver:
+    """Resolves and fetches base images; one per build, shared by its threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        insecure_registries: list[str] | None = None,
+        registry_mirrors: list[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.insecure = set(insecure_registries or [])
+        self.mirrors = list(registry_mirrors or [])
+        self._clients: dict[str, RegistryClient] = {}
+        self._lock = threading.Lock()
+        self._memo: dict[tuple[str, str], ImageState] = {}
+        self._blob_locks: dict[str, threading.Lock] = {}
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def client(self, registry: str) -> RegistryClient:
+        with self._lock:
+            client = self._clients.get(registry)
+            if client is None:
+                client = RegistryClient(registry, insecure=registry in self.insecure)
+                self._clients[registry] = client
+            return client
+
+    def image(self, text: str, platform: Platform) -> ImageState:
+        """The image state of ``text`` (a reference) for ``platform``."""
+        key = (text, platforms.format(platform))
+        with self._lock:
+            known = self._memo.get(key)
+        if known is not None:
+            return known.clone()
+        if text.startswith("oci-layout://"):
+            state = self._from_layout(text.removeprefix("oci-layout://"), platform)
+        else:
+            state = self._from_registry(text.removeprefix("docker-image://"), platform)
+        with self._lock:
+            self._memo[key] = state
+        return state.clone()
+
+    # -- registries ----------------------------------------------------------
+
+    def _manifest_bytes(self, ref: Reference, identifier: str) -> tuple[bytes, str]:
+        if identifier.startswith("sha256:") and self.store.has_blob(identifier):
+            raw = self.store.read_blob(identifier)
+            return raw, str(json.loads(raw).get("mediaType", ""))
+        info = self.client(ref.registry).get_manifest(ref.repository, identifier)
+        self.store.put_bytes(info.raw)
+        return info.raw, info.media_type
+
+    def _from_registry(self, text: str, platform: Platform) -> ImageState:
+        ref = Reference.parse(text)
+        try:
+            raw, media_type = self._manifest_bytes(ref, ref.identifier)
+        except NotFoundError:
+            raise BuildError(
+                f"base image {text}: not found in registry {ref.registry}; check the "
+                "name and tag, or push the base image first"
+            ) from None
+        document = parse_manifest(raw, media_type or None)
+        if isinstance(document, Index):
+            chosen = document.find(platform)
+            if chosen is None:
+                offered = ", ".join(
+                    platforms.format(p) for p in document.platforms() if p is not None
+                )
+                raise BuildError(
+                    f"base image {text} has no manifest for "
+                    f"{platforms.format(platform)} (it offers {offered or 'none'}); "
+                    "pick another base or platform"
+                )
+            raw, media_type = self._manifest_bytes(ref, str(chosen.digest))
+            document = Manifest.parse(raw, media_type or None)
+        manifest = document
+        wanted = [manifest.config, *manifest.layers]
+        missing = [d for d in wanted if not self.store.has_blob(str(d.digest))]
+        if missing:
+            client = self.client(ref.registry)
+            log.info("pulling %d blobs of %s", len(missing), text)
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                for future in [
+                    pool.submit(
+                        self._fetch, client, ref.repository, str(d.digest), d.size
+                    )
+                    for d in missing
+                ]:
+                    future.result()
+        return self._state(manifest, text)
+
+    def _fetch(
+        self, client: RegistryClient, repository: str, digest: str, size: int
+    ) -> None:
+        with self._lock:
+            lock = self._blob_locks.setdefault(digest, threading.Lock())
+        with lock:
+            if not self.store.has_blob(digest):
+                client.download_blob(
+                    repository, digest, self.store.blob_path(digest), size=size
+                )
+
+    def _state(self, manifest: Manifest, text: str) -> ImageState:
+        config: dict[str, Any] = json.loads(
+            self.store.read_blob(str(manifest.config.digest))
+        )
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(manifest.layers):
+            raise BuildError(
+                f"base image {text}: its config lists {len(diff_ids)} diff IDs for "
+                f"{len(manifest.layers)} layers; the image is broken, rebuild it"
+            )
+        layers = [
+            LayerRef(
+                _TO_OCI_LAYER.get(d.media_type, d.media_type),
+                str(d.digest),
+                d.size,
+                diff_id,
+            )
+            for d, diff_id in zip(manifest.layers, diff_ids, strict=True)
+        ]
+        # Triggers and the inherited CMD flag are the child's business.
+        return ImageState(config, layers)
+
+    # -- OCI layouts ---------------------------------------------------------
+
+    def _from_layout(self, text: str, platform: Platform) -> ImageState:
+        directory, _, tag = text.partition(":")
+        root = Path(directory)
+        index_path = root / "index.json"
+        if not index_path.is_file():
+            raise BuildError(
+                f"oci-layout://{text}: {index_path} is missing; point at an OCI "
+                "image layout directory"
+            )
+        index = Index.parse(index_path.read_bytes())
+        entries = list(index.manifests)
+        if tag:
+            entries = [d for d in entries if d.ref_name == tag]
+        if not entries:
+            raise BuildError(
+                f"oci-layout://{text}: no image tagged {tag!r}; use DIR:TAG with a "
+                "tag from its index.json"
+            )
+        descriptor = entries[0]
+        blobs = root / "blobs"
+
+        def read(digest: str) -> bytes:
+            algorithm, _, encoded = digest.partition(":")
+            return (blobs / algorithm / encoded).read_bytes()
+
+        raw = read(str(descriptor.digest))
+        document = parse_manifest(raw, descriptor.media_type)
+        if isinstance(document, Index):
+            chosen = document.find(platform)
+            if chosen is None:
+                raise BuildError(
+                    f"oci-layout://{text} has no manifest for "
+                    f"{platforms.format(platform)}; build it for that platform"
+                )
+            raw = read(str(chosen.digest))
+            document = Manifest.parse(raw, chosen.media_type)
+        for d in [document.config, *document.layers]:
+            if not self.store.has_blob(str(d.digest)):
+                algorithm, _, encoded = str(d.digest).partition(":")
+                source = blobs / algorithm / encoded
+                with source.open("rb") as src, self.store.blob_sink() as sink:
+                    check = hashlib.sha256()
+                    while chunk := src.read(1 << 20):
+                        check.update(chunk)
+                        sink.file.write(chunk)
+                    if f"sha256:{check.hexdigest()}" != str(d.digest):
+                        raise BuildError(
+                            f"oci-layout://{text}: blob {source} does not match its "
+                            "digest; the layout is corrupt, write it again"
+                        )
+                    self.store.commit(sink, str(d.digest))
+        self.store.put_bytes(raw)
+        return self._state(document, f"oci-layout://{text}")
