@@ -210,19 +210,23 @@ class BaseResolver:
             raw = read(str(chosen.digest))
             document = Manifest.parse(raw, chosen.media_type)
         for d in [document.config, *document.layers]:
-            if not self.store.has_blob(str(d.digest)):
-                algorithm, _, encoded = str(d.digest).partition(":")
-                source = blobs / algorithm / encoded
-                with source.open("rb") as src, self.store.blob_sink() as sink:
-                    check = hashlib.sha256()
-                    while chunk := src.read(1 << 20):
-                        check.update(chunk)
-                        sink.file.write(chunk)
-                    if f"sha256:{check.hexdigest()}" != str(d.digest):
-                        raise BuildError(
-                            f"oci-layout://{text}: blob {source} does not match its "
-                            "digest; the layout is corrupt, write it again"
-                        )
-                    self.store.commit(sink, str(d.digest))
+            self._import_blob(blobs, str(d.digest), text)
         self.store.put_bytes(raw)
         return self._state(document, f"oci-layout://{text}")
+
+    def _import_blob(self, blobs: Path, digest: str, text: str) -> None:
+        if self.store.has_blob(digest):
+            return
+        algorithm, _, encoded = digest.partition(":")
+        source = blobs / algorithm / encoded
+        with source.open("rb") as src, self.store.blob_sink() as sink:
+            check = hashlib.sha256()
+            while chunk := src.read(1 << 20):
+                check.update(chunk)
+                sink.file.write(chunk)
+            if f"sha256:{check.hexdigest()}" != digest:
+                raise BuildError(
+                    f"oci-layout://{text}: blob {source} does not match its "
+                    "digest; the layout is corrupt, write it again"
+                )
+            self.store.commit(sink, digest)
