@@ -1,0 +1,110 @@
+"""The three resource scripts: read the request, do the step, write the answer.
+
+``run_check``, ``run_in`` and ``run_out`` are what ``platforge resource check|in|out``
+and the image's ``/opt/resource/*`` scripts call. Each reads the request from
+``stdin``, validates ``source`` and ``params`` before touching the network, and writes
+exactly one JSON document to ``stdout``. Errors propagate as ``PlatforgeError`` (the
+CLI prints one line and exits 1), with any secret from the request masked.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import IO, TYPE_CHECKING, Any
+
+from platforge.concourse.protocol import (
+    guarded,
+    read_request,
+    version_from_json,
+    write_answer,
+)
+from platforge.concourse.remote import announce_retries, open_remote
+from platforge.concourse.source import (
+    Source,
+    described,
+    parse_get_params,
+    parse_put_params,
+    parse_source,
+)
+from platforge.errors import PlatforgeError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["run_check", "run_in", "run_out"]
+
+log = logging.getLogger("platforge.concourse")
+
+
+def _secrets_of(request: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k)
+        elif isinstance(value, str) and key in {
+            "password",
+            "aws_secret_access_key",
+            "aws_session_token",
+            "aws_access_key_id",
+        }:
+            found.append(value)
+
+    walk(request)
+    return found
+
+
+def _start(stdin: IO[str]) -> tuple[dict[str, Any], Source]:
+    request = read_request(stdin)
+    source = parse_source(request.get("source"))
+    if source.debug:
+        logging.getLogger("platforge").setLevel(logging.DEBUG)
+    announce_retries()
+    log.debug("request", extra={"request": described(request)})
+    return request, source
+
+
+def run_check(stdin: IO[str], stdout: IO[str]) -> None:
+    """``check``: print the versions, oldest first."""
+    from platforge.concourse.check import check  # noqa: PLC0415 - keeps start-up fast
+
+    request: dict[str, Any] = {}
+    try:
+        request, source = _start(stdin)
+        previous = version_from_json(request.get("version"), required=False)
+        with open_remote(source) as remote:
+            versions = check(source, previous, remote)
+        write_answer([v.to_json() for v in versions], stdout)
+    except PlatforgeError as exc:
+        guarded(lambda: _secrets_of(request))(exc)
+
+
+def run_in(dest: Path, stdin: IO[str], stdout: IO[str]) -> None:
+    """``in``: fetch the version into ``dest`` and print it with metadata."""
+    from platforge.concourse.get import get  # noqa: PLC0415 - keeps start-up fast
+
+    request: dict[str, Any] = {}
+    try:
+        request, source = _start(stdin)
+        version = version_from_json(request.get("version"), required=True)
+        assert version is not None  # noqa: S101 - required=True guarantees it
+        params = parse_get_params(request.get("params"), source)
+        answer = get(dest, version, params)
+        write_answer(answer, stdout)
+    except PlatforgeError as exc:
+        guarded(lambda: _secrets_of(request))(exc)
+
+
+def run_out(src: Path, stdin: IO[str], stdout: IO[str]) -> None:
+    """``out``: push the image found under ``src`` and print the new version."""
+    from platforge.concourse.put import put  # noqa: PLC0415 - keeps start-up fast
+
+    request: dict[str, Any] = {}
+    try:
+        request, source = _start(stdin)
+        params = parse_put_params(request.get("params"), source)
+        answer = put(src, params)
+        write_answer(answer, stdout)
+    except PlatforgeError as exc:
+        guarded(lambda: _secrets_of(request))(exc)

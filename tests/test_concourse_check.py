@@ -1,0 +1,167 @@
+"""check's three modes against real tags in the test bed's registries."""
+
+import uuid
+
+import pytest
+
+from test_concourse_support import (
+    answer,
+    multi_image,
+    push,
+    resource,
+    single_image,
+    source_for,
+)
+
+pytestmark = pytest.mark.registry
+
+
+@pytest.fixture(scope="module")
+def tagged(registry_plain):
+    """1.0.0, 1.0.1-rc.1, 1.1.0 (= 1.1 = latest), 1.1.0-alpine, one multi-arch 2.0.0."""
+    repo = f"concourse/check-{uuid.uuid4().hex[:8]}"
+    digests = {
+        "1.0.0": push(
+            registry_plain,
+            repo,
+            single_image("a", created="2024-01-01T00:00:00Z"),
+            ["1.0.0"],
+        ),
+        "1.0.1-rc.1": push(
+            registry_plain,
+            repo,
+            single_image("b", created="2024-03-01T00:00:00Z"),
+            ["1.0.1-rc.1"],
+        ),
+        "1.1.0": push(
+            registry_plain,
+            repo,
+            single_image("c", created="2024-02-01T00:00:00Z"),
+            ["1.1", "1.1.0", "latest"],
+        ),
+        "1.1.0-alpine": push(
+            registry_plain,
+            repo,
+            single_image("d", created="2024-04-01T00:00:00Z"),
+            ["1.1.0-alpine"],
+        ),
+        "2.0.0": push(registry_plain, repo, multi_image("e"), ["2.0.0"]),
+    }
+    return registry_plain, repo, digests
+
+
+def run_check(registry, repo, version=None, **source):
+    request = {"source": source_for(registry, repo, **source)}
+    if version is not None:
+        request["version"] = version
+    return answer(resource("check", request))
+
+
+def tags_of(versions):
+    return [v["tag"] for v in versions]
+
+
+def test_tag_mode_reports_the_tags_digest(tagged):
+    registry, repo, digests = tagged
+    assert run_check(registry, repo, tag="latest") == [
+        {"tag": "latest", "digest": digests["1.1.0"]}
+    ]
+
+
+def test_tag_mode_reports_the_index_digest_of_a_multi_platform_image(tagged):
+    registry, repo, digests = tagged
+    versions = run_check(registry, repo, tag="2.0.0")
+    assert versions == [{"tag": "2.0.0", "digest": digests["2.0.0"]}]
+
+
+def test_tag_mode_includes_the_previous_version_while_it_still_exists(tagged):
+    registry, repo, digests = tagged
+    previous = {"tag": "latest", "digest": digests["1.0.0"]}
+    versions = run_check(registry, repo, version=previous, tag="latest")
+    assert versions == [previous, {"tag": "latest", "digest": digests["1.1.0"]}]
+
+
+def test_tag_mode_drops_a_previous_version_that_no_longer_exists(tagged):
+    registry, repo, digests = tagged
+    gone = {"tag": "latest", "digest": "sha256:" + "0" * 64}
+    versions = run_check(registry, repo, version=gone, tag="latest")
+    assert versions == [{"tag": "latest", "digest": digests["1.1.0"]}]
+
+
+def test_tag_mode_on_a_missing_tag_reports_nothing(tagged):
+    registry, repo, _ = tagged
+    assert run_check(registry, repo, tag="nope") == []
+
+
+SEMVER_TABLE = [
+    ({}, ["1.0.0", "1.1.0", "2.0.0"]),
+    ({"pre_releases": True}, ["1.0.0", "1.0.1-rc.1", "1.1.0", "2.0.0"]),
+    ({"variant": "alpine"}, ["1.1.0-alpine"]),
+    ({"semver_constraint": "~1.0"}, ["1.0.0"]),
+    ({"semver_constraint": ">= 1.1, < 2 || 2.x"}, ["1.1.0", "2.0.0"]),
+    (
+        {"pre_releases": True, "pre_release_prefixes": ["beta"]},
+        ["1.0.0", "1.1.0", "2.0.0"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "expected"), SEMVER_TABLE)
+def test_semver_mode_table(tagged, extra, expected):
+    registry, repo, digests = tagged
+    versions = run_check(registry, repo, **extra)
+    assert tags_of(versions) == expected
+    for version in versions:
+        key = version["tag"]
+        assert version["digest"] == digests[key]
+
+
+def test_semver_mode_collapses_alias_tags_onto_the_most_specific(tagged):
+    registry, repo, digests = tagged
+    versions = run_check(registry, repo)
+    shared = [v for v in versions if v["digest"] == digests["1.1.0"]]
+    assert shared == [{"tag": "1.1.0", "digest": digests["1.1.0"]}]
+
+
+def test_semver_mode_starts_at_the_previous_version(tagged):
+    registry, repo, digests = tagged
+    previous = {"tag": "1.1.0", "digest": digests["1.1.0"]}
+    assert tags_of(run_check(registry, repo, version=previous)) == ["1.1.0", "2.0.0"]
+
+
+REGEX_TABLE = [
+    ({"tag_regex": r"^1\.\d+\.\d+$"}, ["1.0.0", "1.1.0"]),
+    ({"tag_regex": "alpine"}, ["1.1.0-alpine"]),
+    ({"tag_regex": "^lat"}, ["latest"]),
+    # Oldest first by the config's created time: a (Jan), c (Feb), b (Mar), d (Apr).
+    (
+        {"tag_regex": r"^1\.\d\.\d", "created_at_sort": True},
+        ["1.0.0", "1.1.0", "1.0.1-rc.1", "1.1.0-alpine"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "expected"), REGEX_TABLE)
+def test_regex_mode_table(tagged, extra, expected):
+    registry, repo, _ = tagged
+    assert tags_of(run_check(registry, repo, **extra)) == expected
+
+
+def test_check_against_basic_and_token_auth(registry_basic, registry_token):
+    for registry in (registry_basic, registry_token):
+        repo = f"concourse/auth-{uuid.uuid4().hex[:8]}"
+        digest = push(registry, repo, single_image("auth"), ["1.0.0"])
+        versions = run_check(registry, repo)
+        assert versions == [{"tag": "1.0.0", "digest": digest}]
+
+
+def test_wrong_password_fails_in_one_line_without_the_password(registry_basic):
+    repo = "concourse/denied"
+    request = {"source": source_for(registry_basic, repo, tag="x")}
+    request["source"]["password"] = "s3cret-Wrong-Pass"
+    result = resource("check", request, check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "s3cret-Wrong-Pass" not in result.stderr
+    assert registry_basic.host in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
