@@ -57,6 +57,7 @@ import zstandard
 from isal import igzip
 
 from platforge.errors import ContentError
+from platforge.oci import mediatypes
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -84,14 +85,6 @@ PEEK_SIZE = 6
 """Bytes needed to tell every known codec apart."""
 
 _CHUNK = 1 << 20
-
-# The OCI media types of a layer per codec. Kept here as literals so this module does
-# not depend on the media type table; the strings are fixed by the image spec.
-_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-_OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-_DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
 
 class Compression(enum.Enum):
@@ -142,11 +135,11 @@ def detect(prefix: bytes) -> Compression:
 def layer_media_type(compression: Compression) -> str:
     """The OCI layer media type for a layer compressed with ``compression``."""
     if compression is Compression.NONE:
-        return _OCI_LAYER
+        return mediatypes.OCI_LAYER
     if compression is Compression.GZIP:
-        return _OCI_LAYER_GZIP
+        return mediatypes.OCI_LAYER_GZIP
     if compression is Compression.ZSTD:
-        return _OCI_LAYER_ZSTD
+        return mediatypes.OCI_LAYER_ZSTD
     raise ContentError(
         f"layers compressed with {compression.value} have no OCI media type that "
         "platforge writes: use gzip, zstd or uncompressed"
@@ -154,13 +147,17 @@ def layer_media_type(compression: Compression) -> str:
 
 
 def compression_of_media_type(media_type: str) -> Compression:
-    """The codec a layer media type names (OCI or Docker); NONE for a plain tar."""
-    base = media_type.split(";", 1)[0].strip()
-    if base in (_DOCKER_LAYER_GZIP, _DOCKER_FOREIGN_LAYER) or base.endswith("+gzip"):
-        return Compression.GZIP
-    if base.endswith("+zstd"):
-        return Compression.ZSTD
-    return Compression.NONE
+    """The codec a layer media type names (OCI or Docker).
+
+    Raises ``ContentError`` for a media type that is not a layer.
+    """
+    name = mediatypes.layer_compression(media_type)
+    if name is None:
+        raise ContentError(
+            f"media type {media_type!r} is not a layer type platforge knows: "
+            "expected an OCI or Docker layer tar (plain, gzip or zstd)"
+        )
+    return Compression(name)
 
 
 def _unsupported(compression: Compression) -> ContentError:
