@@ -376,3 +376,26 @@ def test_registries_die_with_a_test_session_that_is_killed(tmp_path):
     else:
         pytest.fail(f"registry {pid_text} outlived its killed parent")
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_install_system_run_again_installs_and_registers_nothing(tmp_path):
+    # A fake apt-get first on PATH proves a second run never reaches for packages.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    apt = fake_bin / "apt-get"
+    apt.write_text("#!/bin/sh\necho fake apt-get called >&2\nexit 97\n")
+    apt.chmod(0o755)
+    start = time.monotonic()
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts/install-system.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "fake apt-get" not in out.stderr
+    assert "could not register" not in out.stderr
+    assert time.monotonic() - start < 10
