@@ -842,9 +842,9 @@ def _run_copy(spec: RunSpec, mode: str, qemu: Path | None) -> RunResult:
             apply_overlay_dir(lower, root)
         user = _resolve_user(root, spec.user)
         _make_stubs(root, _mount_targets(spec))
-        _make_workdir(root, spec.cwd)
         files = _generated_files(spec, state / "files")
         before = _snapshot(root)
+        _make_workdir(root, spec.cwd)  # after the snapshot: it belongs to the layer
         if mode == "chroot":
             code, tail = _spawn(_chroot_argv(spec, root, user, files), spec)
         else:
@@ -959,6 +959,9 @@ def write_tree_diff(
     New and changed entries are copied; deleted ones become whiteouts; a directory
     that was removed and created again becomes an opaque directory.
     """
+    children: dict[str, list[str]] = {}
+    for rel in before:
+        children.setdefault(rel.rpartition("/")[0], []).append(rel)
     fresh: set[str] = set()  # new or replaced directories: copied whole
     gone: set[str] = set()
     links: dict[tuple[int, int], Path] = {}
@@ -967,7 +970,9 @@ def write_tree_diff(
         parent = rel.rpartition("/")[0]
         new, old = after.get(rel), before.get(rel)
         if new is None:
-            if parent in gone or parent in fresh:
+            now = after.get(parent)
+            covered = parent and (now is None or not stat.S_ISDIR(now.st_mode))
+            if covered or parent in gone or parent in fresh:
                 gone.add(rel)
                 continue
             gone.add(rel)
@@ -982,7 +987,11 @@ def write_tree_diff(
             not inherited
             and old is not None
             and stat.S_ISDIR(new.st_mode)
-            and (not stat.S_ISDIR(old.st_mode) or new.st_ino != old.st_ino)
+            and (
+                not stat.S_ISDIR(old.st_mode)
+                or new.st_ino != old.st_ino
+                or _emptied(rel, children, after)
+            )
         )
         _copy_entry(root / rel, upper / rel, new, links, dirs)
         if replaced:
@@ -990,6 +999,19 @@ def write_tree_diff(
         if stat.S_ISDIR(new.st_mode) and (inherited or old is None or replaced):
             fresh.add(rel)
     _fix_directory_times(dirs)
+
+
+def _emptied(
+    rel: str, children: dict[str, list[str]], after: dict[str, os.stat_result]
+) -> bool:
+    """Whether every entry a directory had is gone.
+
+    A directory removed and made again often gets its old inode number back, so the
+    inode cannot tell; when nothing of the old contents survives, an opaque directory
+    gives the same tree as whiteouts for each entry, as overlayfs would record it.
+    """
+    old = children.get(rel, [])
+    return bool(old) and all(child not in after for child in old)
 
 
 def _ensure_parents(

@@ -1,0 +1,287 @@
+"""The RUN sandbox: real OCI runtime, real chroot, real proot over busybox roots.
+
+Every behaviour that must not depend on the mode runs in all three modes; a mode this
+host cannot offer is skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from typing import TYPE_CHECKING
+
+import pytest
+
+from platforge import platforms
+from platforge.build import sandbox
+from platforge.build.sandbox import Mount, RunSpec
+from platforge.errors import SandboxError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+APPLETS = ["sh", "true", "echo", "cat", "ls", "id", "env", "pwd", "rm", "mkdir"]
+APPLETS += ["uname", "ip", "hostname", "sleep", "touch", "head", "wc", "mv"]
+PASSWD = """root:x:0:0:root:/root:/bin/sh
+app:x:1000:1000:app:/home/app:/bin/sh
+"""
+GROUP = """root:x:0:
+app:x:1000:
+extra:x:2000:app
+"""
+MODES = ["runtime", "chroot", "proot"]
+
+
+def make_root(target: Path, busybox_root: Path) -> Path:
+    """An alpine-like root: busybox with its applets, accounts, a few directories."""
+    (target / "bin").mkdir(parents=True)
+    shutil.copy2(busybox_root / "bin" / "busybox", target / "bin" / "busybox")
+    for applet in APPLETS:
+        (target / "bin" / applet).symlink_to("busybox")
+    (target / "etc").mkdir()
+    (target / "etc" / "passwd").write_text(PASSWD)
+    (target / "etc" / "group").write_text(GROUP)
+    (target / "tmp").mkdir(mode=0o1777)
+    (target / "data" / "old").mkdir(parents=True)
+    (target / "data" / "old" / "keep.txt").write_text("lower\n")
+    (target / "data" / "remove-me").write_text("bye\n")
+    return target
+
+
+@pytest.fixture(scope="module")
+def amd64_root(busybox, tmp_path_factory) -> Path:
+    return make_root(tmp_path_factory.mktemp("lower") / "root", busybox["amd64"])
+
+
+def _mode_available(mode: str) -> None:
+    if os.geteuid() != 0 and mode != "proot":
+        pytest.skip(f"the {mode} mode needs root here")
+    need = {"runtime": "runc", "chroot": "unshare", "proot": "proot"}[mode]
+    if mode == "runtime" and (shutil.which("crun") or shutil.which("runc")):
+        return
+    if shutil.which(need) is None:
+        pytest.skip(f"{need} is not installed")
+
+
+@pytest.fixture(params=MODES)
+def mode(request, monkeypatch) -> str:
+    _mode_available(request.param)
+    monkeypatch.setenv("PLATFORGE_SANDBOX", request.param)
+    return str(request.param)
+
+
+def run(lower: Path, tmp_path: Path, *args: str, **kw):
+    upper = tmp_path / "upper"
+    upper.mkdir(exist_ok=True)
+    out: list[bytes] = []
+    spec = RunSpec(
+        lowerdirs=kw.pop("lowerdirs", [lower]),
+        upperdir=upper,
+        args=list(args),
+        output=out.append,
+        **kw,
+    )
+    result = sandbox.run(spec)
+    return result, b"".join(out).decode(), upper
+
+
+def entries(upper: Path) -> set[str]:
+    return {str(p.relative_to(upper)) for p in upper.rglob("*")}
+
+
+def test_run_writing_a_file_puts_it_in_the_upperdir(amd64_root, tmp_path, mode):
+    result, _, upper = run(amd64_root, tmp_path, "sh", "-c", "echo made > /new.txt")
+    assert result.exit_code == 0
+    assert result.mode == mode
+    assert (upper / "new.txt").read_text() == "made\n"
+    assert entries(upper) == {"new.txt"}
+
+
+def test_deleting_a_lower_file_leaves_a_whiteout(amd64_root, tmp_path, mode):
+    result, _, upper = run(amd64_root, tmp_path, "rm", "/data/remove-me")
+    assert result.exit_code == 0
+    st = (upper / "data" / "remove-me").lstat()
+    assert stat.S_ISCHR(st.st_mode)
+    assert st.st_rdev == os.makedev(0, 0)
+    assert (amd64_root / "data" / "remove-me").exists(), "the lower must not change"
+
+
+def test_replacing_a_directory_makes_it_opaque(amd64_root, tmp_path, mode):
+    script = "rm -r /data/old && mkdir /data/old && echo fresh > /data/old/new.txt"
+    result, _, upper = run(amd64_root, tmp_path, "sh", "-c", script)
+    assert result.exit_code == 0
+    replaced = upper / "data" / "old"
+    assert os.getxattr(replaced, "trusted.overlay.opaque") == b"y"
+    assert sorted(p.name for p in replaced.iterdir()) == ["new.txt"]
+
+
+def test_generated_files_and_mount_points_are_absent_from_the_upperdir(
+    amd64_root, tmp_path, mode
+):
+    script = "cat /etc/hosts /etc/hostname /etc/resolv.conf > /dev/null && ls /proc/1"
+    result, output, upper = run(
+        amd64_root, tmp_path, "sh", "-c", script, hostname="builder"
+    )
+    assert result.exit_code == 0, output
+    assert entries(upper) == set()
+
+
+def test_hosts_file_names_the_hostname_and_extra_hosts(amd64_root, tmp_path):
+    result, output, _ = run(
+        amd64_root,
+        tmp_path,
+        "cat",
+        "/etc/hosts",
+        hostname="builder",
+        extra_hosts=[("registry.test", "127.0.0.1")],
+    )
+    assert result.exit_code == 0
+    assert "localhost builder" in output
+    assert "127.0.0.1\tregistry.test" in output
+
+
+def test_exit_status_passes_through(amd64_root, tmp_path, mode):
+    result, _, _ = run(amd64_root, tmp_path, "sh", "-c", "exit 7")
+    assert result.exit_code == 7
+
+
+def test_missing_command_fails_with_a_nonzero_status(amd64_root, tmp_path):
+    result, _, _ = run(amd64_root, tmp_path, "/bin/no-such-command")
+    assert result.exit_code != 0
+
+
+def test_environment_comes_from_the_spec_with_docker_defaults(
+    amd64_root, tmp_path, mode
+):
+    result, output, _ = run(amd64_root, tmp_path, "env", env=["GREETING=hello world"])
+    assert result.exit_code == 0
+    lines = set(output.splitlines())
+    assert "GREETING=hello world" in lines
+    assert f"PATH={sandbox.DEFAULT_PATH}" in lines
+    assert "HOME=/root" in lines
+
+
+def test_user_is_resolved_from_the_image_accounts(amd64_root, tmp_path, mode):
+    result, output, _ = run(
+        amd64_root, tmp_path, "sh", "-c", "id -u; id -g; id -G; echo $HOME", user="app"
+    )
+    assert result.exit_code == 0, output
+    uid, gid, groups, home = output.split("\n")[:4]
+    assert (uid, gid, home) == ("1000", "1000", "/home/app")
+    if mode != "proot":  # proot fakes one uid:gid pair, not supplementary groups
+        assert groups.split() == ["1000", "2000"]
+
+
+def test_numeric_user_and_group_need_no_account(amd64_root, tmp_path):
+    result, output, _ = run(amd64_root, tmp_path, "id", user="4242:77")
+    assert result.exit_code == 0
+    assert output.startswith("uid=4242 gid=77")
+
+
+def test_unknown_user_is_refused_before_running(amd64_root, tmp_path):
+    with pytest.raises(SandboxError, match="unable to find user 'ghost'"):
+        run(amd64_root, tmp_path, "true", user="ghost")
+
+
+def test_workdir_is_created_when_missing(amd64_root, tmp_path, mode):
+    result, output, upper = run(amd64_root, tmp_path, "pwd", cwd="/srv/app")
+    assert result.exit_code == 0
+    assert output.strip() == "/srv/app"
+    assert (upper / "srv" / "app").is_dir()
+
+
+def test_network_none_has_only_loopback(amd64_root, tmp_path):
+    result, output, _ = run(amd64_root, tmp_path, "ip", "-o", "link", network="none")
+    assert result.exit_code == 0
+    links = [line.split(":")[1].strip() for line in output.splitlines()]
+    assert links == ["lo"]
+    assert "UP" in output
+
+
+def test_output_streams_and_the_tail_keeps_the_last_4_kib(amd64_root, tmp_path):
+    script = "i=0; while [ $i -lt 500 ]; do echo line-$i-xxxxxxxxxx; i=$((i+1)); done"
+    result, output, _ = run(amd64_root, tmp_path, "sh", "-c", script)
+    assert output.count("\n") == 500
+    assert len(result.output_tail) == 4096
+    assert result.output_tail.endswith(b"line-499-xxxxxxxxxx\n")
+
+
+def test_scratch_with_a_bind_mount_leaves_nothing_behind(busybox, tmp_path, mode):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    shutil.copy2(busybox["amd64"] / "bin" / "busybox", tools / "busybox")
+    result, output, upper = run(
+        tmp_path,
+        tmp_path,
+        "/tools/busybox",
+        "sh",
+        "-c",
+        "/tools/busybox echo hi > /out.txt",
+        lowerdirs=[],
+        mounts=[Mount("bind", "/tools", source=tools, readonly=True)],
+    )
+    assert result.exit_code == 0, output
+    assert entries(upper) == {"out.txt"}
+
+
+def test_tmpfs_mount_contents_do_not_reach_the_layer(amd64_root, tmp_path):
+    result, _, upper = run(
+        amd64_root,
+        tmp_path,
+        "sh",
+        "-c",
+        "echo cached > /var/cache/x",
+        mounts=[Mount("tmpfs", "/var/cache")],
+    )
+    assert result.exit_code == 0
+    assert entries(upper) == set()
+
+
+@pytest.mark.qemu
+def test_foreign_platform_runs_through_binfmt(busybox, tmp_path, require_qemu):
+    lower = make_root(tmp_path / "arm64", busybox["arm64"])
+    result, output, _ = run(
+        lower, tmp_path, "uname", "-m", platform=platforms.parse("linux/arm64")
+    )
+    assert result.exit_code == 0
+    assert output.strip() == "aarch64"
+
+
+def test_capabilities_names_the_mode_it_will_use(monkeypatch):
+    monkeypatch.setenv("PLATFORGE_SANDBOX", "chroot")
+    assert sandbox.capabilities().mode == "chroot"
+    monkeypatch.setenv("PLATFORGE_SANDBOX", "docker")
+    with pytest.raises(SandboxError, match="not a sandbox mode"):
+        sandbox.capabilities()
+
+
+def test_tree_diff_records_a_directory_replaced_by_a_file(tmp_path):
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "c").write_text("x")
+    before = sandbox._snapshot(root)
+    shutil.rmtree(root / "a" / "b")
+    (root / "a" / "b").write_text("now a file")
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    sandbox.write_tree_diff(root, before, sandbox._snapshot(root), upper)
+    assert (upper / "a" / "b").read_text() == "now a file"
+    assert entries(upper) == {"a", "a/b"}
+
+
+def test_applying_overlay_dirs_honours_whiteouts_and_opaque_dirs(tmp_path):
+    base = tmp_path / "base"
+    (base / "d").mkdir(parents=True)
+    (base / "d" / "old").write_text("old")
+    (base / "gone").write_text("gone")
+    top = tmp_path / "top"
+    (top / "d").mkdir(parents=True)
+    (top / "d" / "new").write_text("new")
+    os.setxattr(top / "d", "trusted.overlay.opaque", b"y")
+    os.mknod(top / "gone", stat.S_IFCHR, os.makedev(0, 0))
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    sandbox.apply_overlay_dir(base, merged)
+    sandbox.apply_overlay_dir(top, merged)
+    assert entries(merged) == {"d", "d/new"}
