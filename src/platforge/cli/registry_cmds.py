@@ -1,13 +1,416 @@
-"""Commands of this area are registered on the top-level group here."""
+"""Registry commands: push, pull, copy, inspect, login, logout.
+
+Digests and ``--raw`` documents go to stdout; progress and messages go to stderr.
+Credentials come from docker's ``config.json`` unless ``--username`` and
+``--password-stdin`` give them for the command's target registry.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from platforge import platforms
+from platforge.errors import PlatforgeError
+from platforge.oci import mediatypes as mt
+from platforge.oci.content import Index, parse_manifest
+from platforge.registry import auth
+from platforge.registry.auth import Credentials
+from platforge.registry.client import RegistryClient
+from platforge.registry.copy import (
+    Registries,
+    copy_image,
+    fetch_manifest,
+    layout_root,
+    pull_rootfs,
+    pull_to_layout,
+    push_layout,
+)
+from platforge.registry.reference import DOCKER_HUB, Reference
 
 if TYPE_CHECKING:
-    import click
+    from collections.abc import Callable
+
+    from platforge.platforms import Platform
+    from platforge.registry.progress import BlobEvent
+
+__all__ = ["register"]
+
+
+def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command that talks to a registry takes."""
+
+    @click.option(
+        "--insecure",
+        is_flag=True,
+        help="Allow plain HTTP and unverified TLS (loopback registries always may "
+        "use plain HTTP).",
+    )
+    @click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="PEM file of extra CAs to trust for TLS.",
+    )
+    @click.option("-u", "--username", help="User name for the target registry.")
+    @click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password for --username from standard input.",
+    )
+    @click.option(
+        "--parallel",
+        type=click.IntRange(1, 32),
+        default=4,
+        show_default=True,
+        help="Blobs transferred at once.",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+def _registries(
+    target: str | None,
+    *,
+    insecure: bool,
+    ca_file: str | None,
+    username: str | None,
+    password_stdin: bool,
+    parallel: int,
+) -> Registries:
+    credentials: dict[str, Credentials] = {}
+    if password_stdin and not username:
+        raise click.UsageError("--password-stdin needs --username")
+    if username and target is not None:
+        password = _read_password(password_stdin)
+        credentials[target] = Credentials(username=username, password=password)
+    return Registries(
+        insecure=frozenset({"*"}) if insecure else frozenset(),
+        ca_file=ca_file,
+        credentials=credentials,
+        parallel=parallel,
+    )
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, err=True)
+    if not password:
+        raise click.UsageError("an empty password was given")
+    return password
+
+
+def _platform(text: str | None) -> Platform | None:
+    return None if text is None else platforms.parse(text)
+
+
+class _Reporter:
+    """Plain progress lines on stderr, one per finished blob."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self, event: BlobEvent) -> None:
+        if event.kind != "done":
+            return
+        with self._lock:
+            click.echo(
+                f"{event.action:>8} {event.digest[:19]}  {_human(event.size)}",
+                err=True,
+            )
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _registry_name(text: str) -> str:
+    """``https://host/v1/`` or ``host`` → the registry name a reference uses."""
+    host = text.split("://", 1)[-1].split("/", 1)[0]
+    if host in {"index.docker.io", "registry-1.docker.io", "docker.io", ""}:
+        return DOCKER_HUB
+    return host
+
+
+# --- commands -----------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("layout_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("ref")
+@click.option("-t", "--tag", "tags", multiple=True, help="Also tag the image as T.")
+@click.option("--name", help="Which image of a layout holding several (its ref name).")
+@_connection_options
+def push(
+    layout_dir: str,
+    ref: str,
+    tags: tuple[str, ...],
+    name: str | None,
+    **options: Any,
+) -> None:
+    """Push the image in an OCI layout to a registry; print its digest.
+
+    \b
+    Example:
+      platforge push ./image 127.0.0.1:5000/app:1.0 --tag latest
+    """
+    reference = Reference.parse(ref)
+    for tag in tags:
+        reference.with_tag(tag)  # validates
+    with _registries(reference.registry, **options) as registries:
+        result = push_layout(
+            Path(layout_dir),
+            reference,
+            registries=registries,
+            tags=tags,
+            name=name,
+            progress=_Reporter(),
+        )
+    click.echo(
+        f"pushed {reference.name} ({result.count('pushed')} blobs sent, "
+        f"{result.count('exists')} present, {result.count('mounted')} mounted)",
+        err=True,
+    )
+    click.echo(str(result.digest))
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--platform", help="Pull only this platform (os/arch[/variant]).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["oci-layout", "rootfs"]),
+    default="oci-layout",
+    show_default=True,
+    help="An OCI layout, or an unpacked rootfs/ plus metadata.json.",
+)
+@_connection_options
+def pull(
+    ref: str,
+    dest: str,
+    platform: str | None,
+    output_format: str,
+    **options: Any,
+) -> None:
+    """Pull an image into a new directory; print the pulled digest.
+
+    \b
+    Examples:
+      platforge pull 127.0.0.1:5000/app:1.0 ./app
+      platforge pull 127.0.0.1:5000/app:1.0 ./arm --platform linux/arm64 --format rootfs
+    """
+    reference = Reference.parse(ref)
+    wanted = _platform(platform)
+    with _registries(reference.registry, **options) as registries:
+        if output_format == "rootfs":
+            result = pull_rootfs(
+                reference,
+                Path(dest),
+                registries=registries,
+                platform=wanted,
+                progress=_Reporter(),
+            )
+        else:
+            result = pull_to_layout(
+                reference,
+                Path(dest),
+                registries=registries,
+                platform=wanted,
+                progress=_Reporter(),
+            )
+    click.echo(f"pulled {reference} into {dest}", err=True)
+    click.echo(str(result.digest))
+
+
+@click.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option(
+    "--platform",
+    default="all",
+    show_default=True,
+    help="Copy one platform (os/arch[/variant]) or all of an index.",
+)
+@_connection_options
+def copy(src: str, dst: str, platform: str, **options: Any) -> None:
+    """Copy an image between repositories or registries; print its digest.
+
+    Blobs are mounted when both repositories are on the same registry, otherwise
+    streamed through. --username applies to the destination registry.
+
+    \b
+    Example:
+      platforge copy 127.0.0.1:5000/app:1.0 127.0.0.1:5000/mirror/app:1.0
+    """
+    source, target = Reference.parse(src), Reference.parse(dst)
+    wanted = None if platform == "all" else platforms.parse(platform)
+    with _registries(target.registry, **options) as registries:
+        result = copy_image(
+            source,
+            target,
+            registries=registries,
+            platform=wanted,
+            progress=_Reporter(),
+        )
+    click.echo(
+        f"copied {source} to {target} ({result.count('mounted')} blobs mounted, "
+        f"{result.count('pushed')} sent, {result.count('exists')} present)",
+        err=True,
+    )
+    click.echo(str(result.digest))
+
+
+@click.command()
+@click.argument("target")
+@click.option("--raw", is_flag=True, help="Print the manifest or index bytes as is.")
+@click.option("--platform", help="Inspect this platform's manifest of an index.")
+@_connection_options
+def inspect(target: str, raw: bool, platform: str | None, **options: Any) -> None:
+    """Show an image's manifest or index, from a registry or an OCI layout.
+
+    \b
+    Examples:
+      platforge inspect 127.0.0.1:5000/app:1.0 --raw
+      platforge inspect ./image --platform linux/arm64
+    """
+    wanted = _platform(platform)
+    path = Path(target)
+    if path.is_dir():
+        from platforge.oci.layout import Layout  # noqa: PLC0415 - only for layouts
+
+        layout = Layout.open(path)
+        descriptor, document = layout_root(layout)
+        if wanted is not None:
+            descriptor, document = _layout_platform(layout, document, wanted)
+        name = str(path)
+    else:
+        reference = Reference.parse(target)
+        name = str(reference)
+        with _registries(reference.registry, **options) as registries:
+            descriptor, document = fetch_manifest(
+                reference, registries=registries, platform=wanted
+            )
+    if raw:
+        sys.stdout.buffer.write(document)
+        sys.stdout.buffer.flush()
+        return
+    click.echo(json.dumps(_summary(name, descriptor.media_type, document), indent=2))
+
+
+def _layout_platform(layout: Any, document: bytes, wanted: Platform) -> Any:
+    parsed = parse_manifest(document)
+    while isinstance(parsed, Index):
+        chosen = parsed.find(wanted)
+        if chosen is None:
+            raise PlatforgeError(
+                f"the layout has no manifest for platform {wanted}; pick one of "
+                f"{', '.join(str(p) for p in parsed.platforms() if p)}"
+            )
+        raw = layout.read_blob(chosen.digest)
+        parsed = parse_manifest(raw, chosen.media_type)
+        document = raw
+    return parsed.descriptor(), document
+
+
+def _summary(name: str, media_type: str, raw: bytes) -> dict[str, Any]:
+    parsed = parse_manifest(raw, media_type)
+    out: dict[str, Any] = {
+        "name": name,
+        "digest": str(parsed.digest),
+        "mediaType": parsed.media_type,
+        "size": parsed.size,
+    }
+    if isinstance(parsed, Index):
+        out["manifests"] = [
+            {
+                "digest": str(d.digest),
+                "platform": str(d.platform) if d.platform else None,
+                "size": d.size,
+            }
+            for d in parsed.manifests
+        ]
+    else:
+        out["config"] = str(parsed.config.digest)
+        out["layers"] = [
+            {"digest": str(d.digest), "size": d.size, "mediaType": d.media_type}
+            for d in parsed.layers
+        ]
+        out["totalSize"] = sum(d.size for d in parsed.layers)
+    if mt.is_docker(parsed.media_type):
+        out["format"] = "docker"
+    return out
+
+
+@click.command()
+@click.argument("registry")
+@click.option("-u", "--username", help="User name (prompted for when absent).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM file of extra CAs to trust for TLS.",
+)
+def login(
+    registry: str,
+    username: str | None,
+    password_stdin: bool,
+    insecure: bool,
+    ca_file: str | None,
+) -> None:
+    """Check credentials with a registry and save them in docker's config.json.
+
+    \b
+    Example:
+      echo "$PASSWORD" | platforge login 127.0.0.1:5000 -u ci --password-stdin
+    """
+    host = _registry_name(registry)
+    if username is None:
+        username = click.prompt("Username", err=True)
+    password = _read_password(password_stdin)
+    credentials = Credentials(username=username, password=password)
+    with RegistryClient(
+        host, credentials=credentials, insecure=insecure, ca_file=ca_file
+    ) as client:
+        client.check_login()
+    path = auth.store_login(host, str(username), password)
+    click.echo(f"logged in to {host}; credentials saved in {path}", err=True)
+
+
+@click.command()
+@click.argument("registry")
+def logout(registry: str) -> None:
+    """Remove a registry's credentials from docker's config.json.
+
+    \b
+    Example:
+      platforge logout 127.0.0.1:5000
+    """
+    host = _registry_name(registry)
+    if auth.remove_login(host):
+        click.echo(f"removed credentials for {host}", err=True)
+    else:
+        click.echo(f"no credentials were saved for {host}", err=True)
 
 
 def register(group: click.Group) -> None:
     """Add this area's commands to ``group``."""
-    del group
+    for command in (push, pull, copy, inspect, login, logout):
+        group.add_command(command)

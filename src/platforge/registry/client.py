@@ -252,6 +252,15 @@ class RegistryClient:
         self._learn(response, "ping")
         return base
 
+    def check_login(self) -> None:
+        """Authenticate to the registry once (as ``docker login`` does) or raise."""
+        self.ping()
+        if self.auth.scheme is None:
+            return
+        response = self._call("GET", "/v2/", (), f"log in to {self.registry}")
+        if response.status_code != 200:
+            raise self._error(response, "login", "")
+
     def _learn(self, response: httpx.Response, operation: str) -> None:
         if response.status_code == 401:
             self.auth.learn(response)

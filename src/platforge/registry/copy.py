@@ -1,0 +1,624 @@
+"""Copying images between OCI layouts and registries: push, pull, copy.
+
+Every copy walks the image from its root (an index or a manifest) and moves it in
+one order, so that nothing ever points at content that is not there yet:
+
+1. all blobs (configs and layers), in parallel — skipped when the target has them,
+   mounted from the source repository when both are on the same registry;
+2. child manifests (and nested indexes), deepest first;
+3. the root, by digest;
+4. tags, last, so a tag never names an incomplete image.
+
+Before a push from a layout, every blob the registry lacks is verified against its
+digest, so a corrupt layout is refused with nothing sent. Downloads are verified as
+they stream (see :mod:`platforge.registry.client`); a pull into a new directory is
+staged beside it and renamed into place, so a failed pull leaves nothing.
+
+Which image a layout holds: ``index.json`` with one entry is that image (an entry
+that is itself an index is pushed as that index); with several entries, the one
+whose ``org.opencontainers.image.ref.name`` matches the wanted name (or the target
+tag); several unnamed image manifests with platforms are taken together as the
+image index that ``index.json`` is.
+
+Limitation: non-distributable (foreign) layers that carry ``urls`` are not copied
+when the source does not hold them; their descriptors are kept as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from platforge import platforms
+from platforge.errors import DigestMismatchError, LayoutError, NotFoundError
+from platforge.oci import mediatypes as mt
+from platforge.oci.content import (
+    ANNOTATION_REF_NAME,
+    Descriptor,
+    ImageConfig,
+    Index,
+    Manifest,
+    parse_manifest,
+)
+from platforge.oci.digest import CHUNK_SIZE, Digest, Hasher
+from platforge.oci.layout import Layout
+from platforge.registry.client import ManifestInfo, RegistryClient
+from platforge.registry.progress import BlobEvent, ProgressFn, emit
+from platforge.registry.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+    import httpx
+
+    from platforge.platforms import Platform
+    from platforge.registry.auth import Credentials
+    from platforge.registry.reference import Reference
+
+__all__ = [
+    "CopyResult",
+    "Registries",
+    "copy_image",
+    "fetch_manifest",
+    "layout_root",
+    "pull_rootfs",
+    "pull_to_layout",
+    "push_layout",
+]
+
+log = logging.getLogger("platforge.registry.copy")
+
+
+@dataclass
+class Registries:
+    """Clients for the registries one command talks to, sharing their options.
+
+    ``insecure`` names registries allowed plain HTTP and unverified TLS (``"*"``
+    for all); ``credentials`` maps a registry to explicit credentials.
+    """
+
+    insecure: frozenset[str] = frozenset()
+    ca_file: str | None = None
+    ca_certs: tuple[str, ...] = ()
+    credentials: Mapping[str, Credentials] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    config: Path | None = None
+    wrap_transport: Callable[[httpx.BaseTransport], httpx.BaseTransport] | None = None
+    parallel: int = 4
+    chunk_size: int | None = None
+    _clients: dict[str, RegistryClient] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client(self, registry: str) -> RegistryClient:
+        with self._lock:
+            found = self._clients.get(registry)
+            if found is None:
+                found = RegistryClient(
+                    registry,
+                    credentials=self.credentials.get(registry),
+                    insecure="*" in self.insecure or registry in self.insecure,
+                    ca_file=self.ca_file,
+                    ca_certs=self.ca_certs,
+                    retry=self.retry,
+                    config=self.config,
+                    wrap_transport=self.wrap_transport,
+                    parallel=self.parallel,
+                    chunk_size=self.chunk_size,
+                )
+                self._clients[registry] = found
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def __enter__(self) -> Registries:  # noqa: PYI034 - a dataclass, not subclassed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What a copy did: the root descriptor and how each blob was handled."""
+
+    descriptor: Descriptor
+    actions: Mapping[str, str]
+
+    @property
+    def digest(self) -> Digest:
+        return self.descriptor.digest
+
+    def count(self, action: str) -> int:
+        return sum(1 for value in self.actions.values() if value == action)
+
+
+# --- sources and targets -----------------------------------------------------------
+
+
+class _Source(Protocol):
+    @property
+    def registry(self) -> str | None: ...
+
+    @property
+    def repository(self) -> str | None: ...
+
+    def read_manifest(self, descriptor: Descriptor) -> bytes: ...
+
+    def open_blob(
+        self, descriptor: Descriptor
+    ) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+
+
+@dataclass
+class _LayoutSource:
+    layout: Layout
+    registry: str | None = None
+    repository: str | None = None
+
+    def read_manifest(self, descriptor: Descriptor) -> bytes:
+        raw = self.layout.read_blob(descriptor.digest)
+        actual = Digest.of(raw, descriptor.digest.algorithm)
+        if actual != descriptor.digest:
+            raise DigestMismatchError(
+                f"layout {self.layout.path}: manifest {descriptor.digest} hashes to "
+                f"{actual}; the layout is corrupt, rebuild it"
+            )
+        return raw
+
+    def open_blob(
+        self, descriptor: Descriptor
+    ) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return self.layout.blob_path(descriptor.digest).open("rb")
+
+
+@dataclass
+class _RegistrySource:
+    client: RegistryClient
+    repository: str
+    registry: str | None = None
+
+    def __post_init__(self) -> None:
+        self.registry = self.client.registry
+
+    def read_manifest(self, descriptor: Descriptor) -> bytes:
+        info = self.client.get_manifest(self.repository, str(descriptor.digest))
+        return info.raw
+
+    def open_blob(
+        self, descriptor: Descriptor
+    ) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return self.client.open_blob(self.repository, str(descriptor.digest))
+
+
+@dataclass
+class _Plan:
+    """Everything under a root: blobs to move, manifests children-first."""
+
+    blobs: list[Descriptor] = field(default_factory=list)
+    manifests: list[tuple[Descriptor, bytes]] = field(default_factory=list)
+
+    def add_blob(self, descriptor: Descriptor) -> None:
+        if all(b.digest != descriptor.digest for b in self.blobs):
+            self.blobs.append(descriptor)
+
+
+def _walk(source: _Source, descriptor: Descriptor, raw: bytes, plan: _Plan) -> None:
+    document = parse_manifest(raw, descriptor.media_type)
+    if isinstance(document, Index):
+        for child in document.manifests:
+            if not (mt.is_index(child.media_type) or mt.is_manifest(child.media_type)):
+                # Artifacts listed in an index (attestations, signatures) are blobs.
+                plan.add_blob(child)
+                continue
+            _walk(source, child, source.read_manifest(child), plan)
+    else:
+        plan.add_blob(document.config)
+        for layer in document.layers:
+            if layer.urls and mt.is_nondistributable(layer.media_type):
+                continue
+            plan.add_blob(layer)
+    if all(d.digest != descriptor.digest for d, _ in plan.manifests):
+        plan.manifests.append((descriptor, raw))
+
+
+def _pick_platform(
+    source: _Source, root: Descriptor, raw: bytes, platform: Platform
+) -> tuple[Descriptor, bytes]:
+    document = parse_manifest(raw, root.media_type)
+    if not isinstance(document, Index):
+        return root, raw
+    chosen = document.find(platform)
+    if chosen is None:
+        offered = (
+            ", ".join(str(p) for p in document.platforms() if p is not None) or "none"
+        )
+        raise NotFoundError(
+            f"image {root.digest} has no manifest for platform {platform} (it has: "
+            f"{offered}); pick one of those with --platform"
+        )
+    child_raw = source.read_manifest(chosen)
+    if mt.is_index(chosen.media_type):
+        return _pick_platform(source, chosen, child_raw, platform)
+    return chosen, child_raw
+
+
+# --- moving blobs ------------------------------------------------------------------
+
+
+def _in_parallel(
+    work: Callable[[Descriptor], str], blobs: Sequence[Descriptor], parallel: int
+) -> dict[str, str]:
+    actions: dict[str, str] = {}
+    if not blobs:
+        return actions
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {pool.submit(work, blob): blob for blob in blobs}
+        try:
+            for future, blob in futures.items():
+                actions[str(blob.digest)] = future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return actions
+
+
+def _verify_blob(layout: Layout, descriptor: Descriptor) -> str:
+    path = layout.blob_path(descriptor.digest)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise LayoutError(
+            f"layout {layout.path} lacks blob {descriptor.digest}; rebuild or re-pull "
+            "the layout"
+        ) from None
+    hasher = Hasher(descriptor.digest.algorithm)
+    size = 0
+    with handle:
+        while data := handle.read(CHUNK_SIZE):
+            hasher.update(data)
+            size += len(data)
+    actual = hasher.digest()
+    if actual != descriptor.digest or size != descriptor.size:
+        raise DigestMismatchError(
+            f"layout {layout.path}: blob {descriptor.digest} is corrupt ({size} bytes "
+            f"hashing to {actual}, expected {descriptor.size} bytes); nothing was "
+            "pushed, rebuild the layout"
+        )
+    return "verified"
+
+
+def _push_plan(
+    source: _Source,
+    plan: _Plan,
+    target: RegistryClient,
+    repository: str,
+    *,
+    parallel: int,
+    progress: ProgressFn | None,
+    verify: Layout | None = None,
+) -> dict[str, str]:
+    mount_from = None
+    if source.registry == target.registry and source.repository != repository:
+        mount_from = source.repository
+
+    # Ask first what the registry lacks, so only those blobs are verified and sent.
+    def missing(blob: Descriptor) -> str:
+        size = target.blob_size(repository, str(blob.digest))
+        return "exists" if size is not None else "missing"
+
+    state = _in_parallel(missing, plan.blobs, parallel)
+    needed = [b for b in plan.blobs if state[str(b.digest)] == "missing"]
+    if verify is not None:
+        _in_parallel(functools.partial(_verify_blob, verify), needed, parallel)
+
+    def send(blob: Descriptor) -> str:
+        digest = str(blob.digest)
+        emit(progress, BlobEvent("start", digest, blob.size, "push"))
+        action = target.upload_blob(
+            repository,
+            digest,
+            blob.size,
+            lambda: source.open_blob(blob),
+            mount_from=mount_from,
+            progress=progress,
+        )
+        emit(progress, BlobEvent("done", digest, blob.size, action))
+        return action
+
+    actions = {str(b.digest): "exists" for b in plan.blobs if b not in needed}
+    for blob in plan.blobs:
+        if blob not in needed:
+            emit(progress, BlobEvent("done", str(blob.digest), blob.size, "exists"))
+    actions.update(_in_parallel(send, needed, parallel))
+
+    for descriptor, raw in plan.manifests[:-1]:
+        target.put_manifest(
+            repository, str(descriptor.digest), raw, descriptor.media_type
+        )
+    return actions
+
+
+def _push_root(
+    target: RegistryClient,
+    repository: str,
+    root: Descriptor,
+    raw: bytes,
+    tags: Iterable[str],
+) -> None:
+    target.put_manifest(repository, str(root.digest), raw, root.media_type)
+    for tag in dict.fromkeys(tags):
+        target.put_manifest(repository, tag, raw, root.media_type)
+
+
+# --- public operations -------------------------------------------------------------
+
+
+def layout_root(layout: Layout, name: str | None = None) -> tuple[Descriptor, bytes]:
+    """The image a layout holds (see the module docstring), with its raw bytes."""
+    index = layout.index()
+    entries = list(index.manifests)
+    if not entries:
+        raise LayoutError(f"layout {layout.path} holds no image (index.json is empty)")
+    if name is not None:
+        named = [e for e in entries if e.annotations.get(ANNOTATION_REF_NAME) == name]
+        if named:
+            entries = named
+        elif len(entries) > 1:
+            raise LayoutError(
+                f"layout {layout.path} has no image named {name!r} (names: "
+                f"{_names(entries)}); pass one of those"
+            )
+    if len(entries) == 1:
+        entry = entries[0]
+        source = _LayoutSource(layout)
+        return _clean(entry), source.read_manifest(entry)
+    if all(mt.is_manifest(e.media_type) and e.platform for e in entries) and not any(
+        e.annotations.get(ANNOTATION_REF_NAME) for e in entries
+    ):
+        # index.json itself is the image index of these per-platform manifests.
+        return index.descriptor(), index.raw
+    raise LayoutError(
+        f"layout {layout.path} holds {len(entries)} images (names: "
+        f"{_names(entries)}); say which one to use"
+    )
+
+
+def _names(entries: Iterable[Descriptor]) -> str:
+    names = [e.annotations.get(ANNOTATION_REF_NAME) for e in entries]
+    return ", ".join(n for n in names if n) or "none"
+
+
+def _clean(entry: Descriptor) -> Descriptor:
+    # The layout's own annotations (the ref name) are not part of the image.
+    return Descriptor(entry.media_type, entry.digest, entry.size, entry.platform)
+
+
+def push_layout(
+    path: Path,
+    reference: Reference,
+    *,
+    registries: Registries,
+    tags: Iterable[str] = (),
+    name: str | None = None,
+    progress: ProgressFn | None = None,
+) -> CopyResult:
+    """Push the image of the layout at ``path`` to ``reference`` (plus ``tags``)."""
+    layout = Layout.open(path)
+    if name is None and reference.tag is not None:
+        # A layout holding several named images: the target tag picks one.
+        try:
+            root, raw = layout_root(layout, reference.tag)
+        except LayoutError:
+            root, raw = layout_root(layout, None)
+    else:
+        root, raw = layout_root(layout, name)
+    source = _LayoutSource(layout)
+    plan = _Plan()
+    _walk(source, root, raw, plan)
+    target = registries.client(reference.registry)
+    actions = _push_plan(
+        source,
+        plan,
+        target,
+        reference.repository,
+        parallel=registries.parallel,
+        progress=progress,
+        verify=layout,
+    )
+    wanted = [reference.tag] if reference.tag else []
+    _push_root(target, reference.repository, root, raw, [*wanted, *tags])
+    log.info("pushed", extra={"reference": str(reference), "digest": str(root.digest)})
+    return CopyResult(root, actions)
+
+
+def fetch_manifest(
+    reference: Reference,
+    *,
+    registries: Registries,
+    platform: Platform | None = None,
+) -> tuple[Descriptor, bytes]:
+    """The root manifest or index of ``reference`` (or its ``platform`` manifest)."""
+    client = registries.client(reference.registry)
+    info: ManifestInfo = client.get_manifest(reference.repository, reference.identifier)
+    media_type = info.media_type
+    if not (mt.is_index(media_type) or mt.is_manifest(media_type)):
+        # Some registries send a generic type; the document says what it is.
+        media_type = parse_manifest(info.raw).media_type
+    root = Descriptor(media_type, Digest.parse(info.digest), info.size)
+    if platform is None:
+        return root, info.raw
+    return _pick_platform(
+        _RegistrySource(client, reference.repository), root, info.raw, platform
+    )
+
+
+def copy_image(
+    source: Reference,
+    target: Reference,
+    *,
+    registries: Registries,
+    platform: Platform | None = None,
+    progress: ProgressFn | None = None,
+) -> CopyResult:
+    """Copy an image between repositories; ``platform`` picks one of an index."""
+    root, raw = fetch_manifest(source, registries=registries, platform=platform)
+    src = _RegistrySource(registries.client(source.registry), source.repository)
+    plan = _Plan()
+    _walk(src, root, raw, plan)
+    client = registries.client(target.registry)
+    actions = _push_plan(
+        src,
+        plan,
+        client,
+        target.repository,
+        parallel=registries.parallel,
+        progress=progress,
+    )
+    _push_root(client, target.repository, root, raw, [target.tag] if target.tag else [])
+    return CopyResult(root, actions)
+
+
+@contextlib.contextmanager
+def _staged(dest: Path) -> Iterator[Path]:
+    """A directory to fill that becomes ``dest`` only if everything succeeds."""
+    if dest.exists() and any(dest.iterdir()):
+        raise LayoutError(
+            f"destination {dest} exists and is not empty; choose a new directory"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        yield staging
+        if dest.exists():
+            dest.rmdir()
+        staging.replace(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _download_plan(
+    source: _RegistrySource,
+    plan: _Plan,
+    layout: Layout,
+    *,
+    parallel: int,
+    progress: ProgressFn | None,
+) -> dict[str, str]:
+    def fetch(blob: Descriptor) -> str:
+        digest = str(blob.digest)
+        if layout.has_blob(blob.digest):
+            emit(progress, BlobEvent("done", digest, blob.size, "exists"))
+            return "exists"
+        emit(progress, BlobEvent("start", digest, blob.size, "pull"))
+        source.client.download_blob(
+            source.repository,
+            digest,
+            layout.blob_path(blob.digest),
+            size=blob.size,
+            progress=progress,
+        )
+        emit(progress, BlobEvent("done", digest, blob.size, "pulled"))
+        return "pulled"
+
+    actions = _in_parallel(fetch, plan.blobs, parallel)
+    for descriptor, raw in plan.manifests:
+        layout.write_blob(raw, descriptor)
+    return actions
+
+
+def pull_to_layout(
+    reference: Reference,
+    dest: Path,
+    *,
+    registries: Registries,
+    platform: Platform | None = None,
+    progress: ProgressFn | None = None,
+) -> CopyResult:
+    """Pull ``reference`` (the whole index, or one platform) into a new layout."""
+    root, raw = fetch_manifest(reference, registries=registries, platform=platform)
+    source = _RegistrySource(
+        registries.client(reference.registry), reference.repository
+    )
+    plan = _Plan()
+    _walk(source, root, raw, plan)
+    with _staged(dest) as staging:
+        layout = Layout.create(staging)
+        actions = _download_plan(
+            source, plan, layout, parallel=registries.parallel, progress=progress
+        )
+        layout.add_ref(root, reference.tag)
+    return CopyResult(root, actions)
+
+
+def pull_rootfs(
+    reference: Reference,
+    dest: Path,
+    *,
+    registries: Registries,
+    platform: Platform | None = None,
+    progress: ProgressFn | None = None,
+) -> CopyResult:
+    """Unpack one platform's filesystem into ``dest/rootfs``, with ``metadata.json``.
+
+    ``metadata.json`` holds ``env``, ``user``, ``cmd`` and ``entrypoint`` of the
+    image config, as the Concourse registry-image resource writes them.
+    """
+    from platforge.oci.unpack import unpack_layers  # noqa: PLC0415 - optional layer
+
+    wanted = platform or platforms.host()
+    root, raw = fetch_manifest(reference, registries=registries, platform=wanted)
+    manifest = Manifest.parse(raw, root.media_type)
+    source = _RegistrySource(
+        registries.client(reference.registry), reference.repository
+    )
+    plan = _Plan()
+    _walk(source, root, raw, plan)
+    with _staged(dest) as staging:
+        blobs = Layout.create(staging / ".blobs")
+        actions = _download_plan(
+            source, plan, blobs, parallel=registries.parallel, progress=progress
+        )
+        config = ImageConfig.parse(blobs.read_blob(manifest.config.digest))
+        with contextlib.ExitStack() as stack:
+            layers = [
+                stack.enter_context(blobs.blob_path(layer.digest).open("rb"))
+                for layer in manifest.layers
+                if blobs.has_blob(layer.digest)
+            ]
+            (staging / "rootfs").mkdir()
+            unpack_layers(layers, staging / "rootfs")
+        _write_metadata(staging / "metadata.json", config)
+        shutil.rmtree(staging / ".blobs")
+    return CopyResult(root, actions)
+
+
+def _write_metadata(path: Path, config: ImageConfig) -> None:
+    run = config.config
+    metadata: dict[str, Any] = {
+        "env": run.env,
+        "user": run.user or "",
+    }
+    if run.cmd is not None:
+        metadata["cmd"] = run.cmd
+    if run.entrypoint is not None:
+        metadata["entrypoint"] = run.entrypoint
+    fd, temp = tempfile.mkstemp(prefix=".metadata.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(metadata, out)
+    Path(temp).replace(path)

@@ -1,0 +1,214 @@
+"""Challenges parse robustly; credentials come from docker's config and helpers."""
+
+import base64
+import json
+import logging
+import stat
+
+import httpx
+import pytest
+
+from platforge.errors import AuthError, CredentialsError
+from platforge.registry.auth import (
+    Authenticator,
+    Credentials,
+    config_path,
+    credentials_for,
+    parse_challenges,
+    remove_login,
+    store_login,
+)
+
+
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+CHALLENGES = [
+    (
+        'Bearer realm="https://auth.example/token",service="registry.example",'
+        'scope="repository:a/b:pull,push"',
+        [
+            (
+                "bearer",
+                {
+                    "realm": "https://auth.example/token",
+                    "service": "registry.example",
+                    "scope": "repository:a/b:pull,push",
+                },
+            )
+        ],
+    ),
+    ('Basic realm="Registry Realm"', [("basic", {"realm": "Registry Realm"})]),
+    ("basic realm=unquoted", [("basic", {"realm": "unquoted"})]),
+    (
+        'Bearer realm="http://x/t", service="s" , Basic realm="r"',
+        [("bearer", {"realm": "http://x/t", "service": "s"}), ("basic", {"realm": "r"})],
+    ),
+    (
+        r'Bearer realm="a\"b,c", error="insufficient_scope"',
+        [("bearer", {"realm": 'a"b,c', "error": "insufficient_scope"})],
+    ),
+    ("Negotiate", [("negotiate", {})]),
+    ("", []),
+    ('BEARER Realm="x"', [("bearer", {"realm": "x"})]),
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), CHALLENGES)
+def test_parse_challenges_handles_several_params_and_quoted_commas(header, expected):
+    got = [(c.scheme, dict(c.params)) for c in parse_challenges(header)]
+    assert got == expected
+
+
+@pytest.fixture
+def docker_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "dockercfg"))
+    path = tmp_path / "dockercfg" / "config.json"
+    path.parent.mkdir()
+    return path
+
+
+def test_docker_config_env_var_is_honoured(docker_config):
+    assert config_path() == docker_config
+
+
+def test_credentials_from_auth_base64(docker_config):
+    docker_config.write_text(
+        json.dumps({"auths": {"127.0.0.1:5000": {"auth": _b64("bob:s3:cret")}}})
+    )
+    creds = credentials_for("127.0.0.1:5000")
+    assert creds == Credentials("bob", "s3:cret")
+
+
+def test_credentials_from_url_keyed_entry_and_username_password(docker_config):
+    docker_config.write_text(
+        json.dumps(
+            {"auths": {"https://reg.example/v1/": {"username": "u", "password": "p"}}}
+        )
+    )
+    assert credentials_for("reg.example") == Credentials("u", "p")
+    assert credentials_for("other.example") is None
+
+
+def test_docker_hub_uses_the_legacy_index_key(docker_config):
+    docker_config.write_text(
+        json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": _b64("h:p")}}})
+    )
+    assert credentials_for("docker.io") == Credentials("h", "p")
+
+
+def test_identity_token_is_kept_as_refresh_token(docker_config):
+    docker_config.write_text(
+        json.dumps({"auths": {"r.example": {"identitytoken": "refresh-me"}}})
+    )
+    creds = credentials_for("r.example")
+    assert creds is not None
+    assert creds.identity_token == "refresh-me"
+
+
+def test_broken_config_is_a_one_line_error(docker_config):
+    docker_config.write_text("{not json")
+    with pytest.raises(CredentialsError, match="not valid JSON"):
+        credentials_for("x.example")
+
+
+def _helper(tmp_path, monkeypatch, body):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "docker-credential-fake"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+
+
+def test_cred_helper_is_run_with_the_server_on_stdin(docker_config, tmp_path, monkeypatch):
+    _helper(
+        tmp_path,
+        monkeypatch,
+        'read server\necho "{\\"Username\\":\\"hu\\",\\"Secret\\":\\"$server-pw\\"}"\n',
+    )
+    docker_config.write_text(json.dumps({"credHelpers": {"r.example": "fake"}}))
+    assert credentials_for("r.example") == Credentials("hu", "r.example-pw")
+
+
+def test_creds_store_answers_when_no_auths_entry(docker_config, tmp_path, monkeypatch):
+    _helper(tmp_path, monkeypatch, 'echo \'{"Username":"<token>","Secret":"idt"}\'\n')
+    docker_config.write_text(json.dumps({"credsStore": "fake"}))
+    creds = credentials_for("r.example")
+    assert creds is not None
+    assert creds.identity_token == "idt"
+
+
+def test_cred_helper_not_found_means_no_credentials(docker_config, tmp_path, monkeypatch):
+    _helper(tmp_path, monkeypatch, "echo 'credentials not found in native keychain'\nexit 1\n")
+    docker_config.write_text(json.dumps({"credsStore": "fake"}))
+    assert credentials_for("r.example") is None
+
+
+def test_missing_cred_helper_is_a_clear_error(docker_config):
+    docker_config.write_text(json.dumps({"credHelpers": {"r.example": "absent-xyz"}}))
+    with pytest.raises(CredentialsError, match="docker-credential-absent-xyz"):
+        credentials_for("r.example")
+
+
+def test_store_login_writes_auth_base64_0600_and_logout_removes_it(docker_config):
+    docker_config.write_text(json.dumps({"auths": {"keep.example": {"auth": "eA=="}}}))
+    store_login("127.0.0.1:5000", "alice", "pw")
+    data = json.loads(docker_config.read_text())
+    assert data["auths"]["127.0.0.1:5000"] == {"auth": _b64("alice:pw")}
+    assert data["auths"]["keep.example"] == {"auth": "eA=="}
+    assert stat.S_IMODE(docker_config.stat().st_mode) == 0o600
+    assert remove_login("127.0.0.1:5000") is True
+    assert "127.0.0.1:5000" not in json.loads(docker_config.read_text())["auths"]
+    assert remove_login("127.0.0.1:5000") is False
+
+
+def test_credentials_repr_hides_secrets():
+    text = repr(Credentials("u", "hunter2", None)) + repr(Credentials(None, None, "t0k"))
+    assert "hunter2" not in text
+    assert "t0k" not in text
+    assert "u" in text
+
+
+def test_bearer_tokens_are_cached_per_scope_and_refetched_after_invalidate():
+    """Offline: a MockTransport plays the token server (no registry is involved)."""
+    issued = []
+
+    def token_server(request):
+        issued.append(request.url.params.get_list("scope"))
+        return httpx.Response(200, json={"token": f"t{len(issued)}", "expires_in": 300})
+
+    client = httpx.Client(transport=httpx.MockTransport(token_server))
+    auth = Authenticator("r.example", credentials=Credentials("u", "p"))
+    challenge = httpx.Response(
+        401,
+        headers={"WWW-Authenticate": 'Bearer realm="http://t.example/token",service="r"'},
+    )
+    assert auth.learn(challenge)
+    push = ("repository:a:pull,push", "repository:b:pull")
+    assert auth.headers(client, push) == {"Authorization": "Bearer t1"}
+    assert auth.headers(client, reversed(push)) == {"Authorization": "Bearer t1"}
+    assert auth.headers(client, ("repository:a:pull",)) == {"Authorization": "Bearer t2"}
+    auth.invalidate(push)
+    assert auth.headers(client, push) == {"Authorization": "Bearer t3"}
+    assert issued[0] == sorted(push)
+
+
+def test_token_refusal_names_the_registry_and_hides_the_password(caplog):
+    """Offline: a MockTransport token server refusing everything."""
+    client = httpx.Client(
+        transport=httpx.MockTransport(lambda request: httpx.Response(401))
+    )
+    auth = Authenticator("r.example", credentials=Credentials("u", "sup3rsecret"))
+    auth.learn(
+        httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://t/x"'})
+    )
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(AuthError) as info:
+        auth.headers(client, ("repository:a:pull",))
+    message = str(info.value)
+    assert "r.example" in message
+    assert "platforge login r.example" in message
+    assert "sup3rsecret" not in message
+    assert "sup3rsecret" not in caplog.text
