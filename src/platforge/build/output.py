@@ -1,0 +1,314 @@
+"""Where a built image goes: an OCI layout, an archive, a registry, a digest file.
+
+:func:`assemble` writes each platform's config and manifest into the store and,
+for several platforms, the image index over them. The outputs then copy what is
+reachable from that root:
+
+* ``oci``: an OCI image layout directory whose ``index.json`` has exactly one
+  descriptor — the index for several platforms, the manifest for one — annotated
+  with ``org.opencontainers.image.ref.name`` (the first tag's tag, else
+  ``latest``), the shape ``oci-build-task`` writes and ``skopeo inspect
+  oci:DIR:TAG`` reads. Blobs are hard-linked from the store when they share a
+  filesystem, copied otherwise.
+* ``oci-tar``: the same layout as one tar stream (an OCI archive).
+* ``docker``: a docker-archive (``docker save`` format) of one platform, which
+  ``docker load`` accepts.
+* ``registry``: every tag pushed through ``platforge.registry.copy``: blobs, then
+  manifests, then the index, then the tags.
+
+Next to each output a file named ``digest`` holds the digest of the root — what a
+push reports and what ``docker buildx`` calls the image digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from platforge import platforms
+from platforge.errors import BuildError
+from platforge.oci import mediatypes as mt
+from platforge.oci.content import (
+    ANNOTATION_REF_NAME,
+    Descriptor,
+    Index,
+    Manifest,
+    canonical_json,
+)
+from platforge.oci.digest import Digest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from platforge.build.image import ImageState
+    from platforge.build.store import Store
+    from platforge.platforms import Platform
+
+__all__ = [
+    "Assembled",
+    "assemble",
+    "ref_name_for",
+    "write_digest_file",
+    "write_docker_archive",
+    "write_oci_archive",
+    "write_oci_layout",
+]
+
+log = logging.getLogger("platforge.build.output")
+
+
+class Assembled:
+    """The root descriptor of a build and one manifest descriptor per platform."""
+
+    def __init__(self, root: Descriptor, manifests: dict[str, Descriptor]) -> None:
+        self.root = root
+        self.manifests = manifests
+
+
+def _created(epoch: int | None) -> str:
+    seconds = epoch if epoch is not None else int(time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def assemble(
+    store: Store,
+    images: list[tuple[Platform, ImageState]],
+    *,
+    epoch: int | None,
+    annotations: dict[str, str] | None = None,
+) -> Assembled:
+    """Write configs, manifests and (for several platforms) the index."""
+    manifests: dict[str, Descriptor] = {}
+    for platform, state in images:
+        config = dict(state.config)
+        config["created"] = _created(epoch)
+        config_raw = canonical_json(_ordered_config(config))
+        config_digest, config_size = store.put_bytes(config_raw)
+        manifest = Manifest.build(
+            Descriptor(mt.OCI_CONFIG, Digest.parse(config_digest), config_size),
+            [
+                Descriptor(layer.media_type, Digest.parse(layer.digest), layer.size)
+                for layer in state.layers
+            ],
+        )
+        store.put_bytes(manifest.raw)
+        manifests[platforms.format(platform)] = manifest.descriptor(platform=platform)
+    if len(images) == 1:
+        only = next(iter(manifests.values()))
+        root = Descriptor(only.media_type, only.digest, only.size)
+    else:
+        index = Index.build(list(manifests.values()), annotations)
+        store.put_bytes(index.raw)
+        root = index.descriptor()
+    return Assembled(root, manifests)
+
+
+_CONFIG_ORDER = ("created", "author", "architecture", "os", "os.version", "variant")
+
+
+def _ordered_config(config: dict[str, Any]) -> dict[str, Any]:
+    # BuildKit's field order, so a config reads the same in both tools' output.
+    ordered = {k: config[k] for k in _CONFIG_ORDER if k in config}
+    for key in ("config", "rootfs", "history"):
+        if key in config:
+            ordered[key] = config[key]
+    ordered.update({k: v for k, v in config.items() if k not in ordered})
+    return ordered
+
+
+def ref_name_for(tags: list[str]) -> str:
+    """The ref name a layout gets: the first tag's tag part, else ``latest``."""
+    if not tags:
+        return "latest"
+    from platforge.registry.reference import Reference  # noqa: PLC0415
+
+    reference = Reference.parse(tags[0])
+    return reference.tag or "latest"
+
+
+def _reachable(store: Store, root: Descriptor) -> list[Descriptor]:
+    """Every blob under ``root``, children before parents, root last."""
+    found: list[Descriptor] = []
+    raw = store.read_blob(str(root.digest))
+    if mt.is_index(root.media_type):
+        for child in Index.parse(raw, root.media_type).manifests:
+            found.extend(_reachable(store, child))
+    else:
+        manifest = Manifest.parse(raw, root.media_type)
+        found.append(manifest.config)
+        found.extend(manifest.layers)
+    found.append(root)
+    return found
+
+
+def _place_blob(store: Store, digest: str, target: Path) -> None:
+    if target.exists():
+        return
+    tmp = target.with_name(f".tmp-{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(store.blob_path(digest), tmp)
+    except OSError:
+        shutil.copyfile(store.blob_path(digest), tmp)
+    tmp.replace(target)
+
+
+def _index_json(root: Descriptor, ref_name: str) -> bytes:
+    entry = Descriptor(root.media_type, root.digest, root.size)
+    entry = entry.with_annotations({ANNOTATION_REF_NAME: ref_name})
+    return canonical_json(
+        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry.to_json()]}
+    )
+
+
+def _write_file_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        Path(name).replace(path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def write_oci_layout(store: Store, root: Descriptor, dest: Path, ref_name: str) -> None:
+    """``dest`` becomes an OCI layout holding exactly this image."""
+    if dest.exists() and not dest.is_dir():
+        raise BuildError(
+            f"output {dest} exists and is not a directory; pick a new dest"
+        )
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for descriptor in _reachable(store, root):
+        _place_blob(store, str(descriptor.digest), blobs / descriptor.digest.encoded)
+    _write_file_atomic(dest / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+    _write_file_atomic(dest / "index.json", _index_json(root, ref_name))
+
+
+@contextlib.contextmanager
+def _atomic_output(dest: Path) -> Iterator[IO[bytes]]:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+        Path(name).replace(dest)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _tar_add(
+    tar: tarfile.TarFile,
+    name: str,
+    *,
+    data: bytes | None = None,
+    path: Path | None = None,
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.mode = 0o644
+    info.mtime = 0
+    if data is not None:
+        info.size = len(data)
+        tar.addfile(info, _BytesReader(data))
+    elif path is not None:
+        info.size = path.stat().st_size
+        with path.open("rb") as fh:
+            tar.addfile(info, fh)
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk = self._data[self._pos : end].tobytes()
+        self._pos += len(chunk)
+        return chunk
+
+
+def _dir_entry(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    tar.addfile(info)
+
+
+def write_oci_archive(
+    store: Store, root: Descriptor, dest: Path, ref_name: str
+) -> None:
+    """``dest`` becomes an OCI archive: a tar of an OCI layout, streamed."""
+    with (
+        _atomic_output(dest) as fh,
+        tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        _tar_add(tar, "oci-layout", data=b'{"imageLayoutVersion":"1.0.0"}')
+        _tar_add(tar, "index.json", data=_index_json(root, ref_name))
+        _dir_entry(tar, "blobs")
+        _dir_entry(tar, "blobs/sha256")
+        seen: set[str] = set()
+        for descriptor in _reachable(store, root):
+            if descriptor.digest.encoded in seen:
+                continue
+            seen.add(descriptor.digest.encoded)
+            _tar_add(
+                tar,
+                f"blobs/sha256/{descriptor.digest.encoded}",
+                path=store.blob_path(str(descriptor.digest)),
+            )
+
+
+def write_docker_archive(
+    store: Store, manifest: Descriptor, dest: Path, tags: list[str]
+) -> None:
+    """``dest`` becomes a docker-archive of one platform's image."""
+    if mt.is_index(manifest.media_type):
+        raise BuildError(
+            "type=docker output holds one platform; build with one --platform or "
+            "use type=oci / type=oci-tar for several"
+        )
+    parsed = Manifest.parse(store.read_blob(str(manifest.digest)), manifest.media_type)
+    config_name = f"blobs/sha256/{parsed.config.digest.encoded}"
+    layer_names = [f"blobs/sha256/{layer.digest.encoded}" for layer in parsed.layers]
+    repo_tags = [_docker_tag(t) for t in tags]
+    document = [{"Config": config_name, "RepoTags": repo_tags, "Layers": layer_names}]
+    with (
+        _atomic_output(dest) as fh,
+        tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        _dir_entry(tar, "blobs")
+        _dir_entry(tar, "blobs/sha256")
+        _tar_add(tar, config_name, path=store.blob_path(str(parsed.config.digest)))
+        seen = {config_name}
+        for name, layer in zip(layer_names, parsed.layers, strict=True):
+            if name in seen:
+                continue
+            seen.add(name)
+            _tar_add(tar, name, path=store.blob_path(str(layer.digest)))
+        _tar_add(tar, "manifest.json", data=json.dumps(document).encode())
+
+
+def _docker_tag(text: str) -> str:
+    from platforge.registry.reference import Reference  # noqa: PLC0415
+
+    reference = Reference.parse(text)
+    return f"{reference.name}:{reference.tag or 'latest'}".removeprefix("docker.io/")
+
+
+def write_digest_file(output: Path, digest: Digest) -> Path:
+    """Write ``digest`` to a file named ``digest`` next to ``output``."""
+    target = output.parent / "digest"
+    _write_file_atomic(target, str(digest).encode())
+    return target
