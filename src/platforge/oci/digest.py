@@ -30,6 +30,8 @@ __all__ = [
     "Hasher",
     "HashingReader",
     "HashingWriter",
+    "Readable",
+    "Writable",
     "digest_stream",
 ]
 
