@@ -43,7 +43,10 @@ CHALLENGES = [
     ("basic realm=unquoted", [("basic", {"realm": "unquoted"})]),
     (
         'Bearer realm="http://x/t", service="s" , Basic realm="r"',
-        [("bearer", {"realm": "http://x/t", "service": "s"}), ("basic", {"realm": "r"})],
+        [
+            ("bearer", {"realm": "http://x/t", "service": "s"}),
+            ("basic", {"realm": "r"}),
+        ],
     ),
     (
         r'Bearer realm="a\"b,c", error="insufficient_scope"',
@@ -122,7 +125,9 @@ def _helper(tmp_path, monkeypatch, body):
     monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
 
 
-def test_cred_helper_is_run_with_the_server_on_stdin(docker_config, tmp_path, monkeypatch):
+def test_cred_helper_is_run_with_the_server_on_stdin(
+    docker_config, tmp_path, monkeypatch
+):
     _helper(
         tmp_path,
         monkeypatch,
@@ -140,8 +145,14 @@ def test_creds_store_answers_when_no_auths_entry(docker_config, tmp_path, monkey
     assert creds.identity_token == "idt"
 
 
-def test_cred_helper_not_found_means_no_credentials(docker_config, tmp_path, monkeypatch):
-    _helper(tmp_path, monkeypatch, "echo 'credentials not found in native keychain'\nexit 1\n")
+def test_cred_helper_not_found_means_no_credentials(
+    docker_config, tmp_path, monkeypatch
+):
+    _helper(
+        tmp_path,
+        monkeypatch,
+        "echo 'credentials not found in native keychain'\nexit 1\n",
+    )
     docker_config.write_text(json.dumps({"credsStore": "fake"}))
     assert credentials_for("r.example") is None
 
@@ -165,7 +176,9 @@ def test_store_login_writes_auth_base64_0600_and_logout_removes_it(docker_config
 
 
 def test_credentials_repr_hides_secrets():
-    text = repr(Credentials("u", "hunter2", None)) + repr(Credentials(None, None, "t0k"))
+    text = repr(Credentials("u", "hunter2", None)) + repr(
+        Credentials(None, None, "t0k")
+    )
     assert "hunter2" not in text
     assert "t0k" not in text
     assert "u" in text
@@ -183,13 +196,17 @@ def test_bearer_tokens_are_cached_per_scope_and_refetched_after_invalidate():
     auth = Authenticator("r.example", credentials=Credentials("u", "p"))
     challenge = httpx.Response(
         401,
-        headers={"WWW-Authenticate": 'Bearer realm="http://t.example/token",service="r"'},
+        headers={
+            "WWW-Authenticate": 'Bearer realm="http://t.example/token",service="r"'
+        },
     )
     assert auth.learn(challenge)
     push = ("repository:a:pull,push", "repository:b:pull")
     assert auth.headers(client, push) == {"Authorization": "Bearer t1"}
     assert auth.headers(client, reversed(push)) == {"Authorization": "Bearer t1"}
-    assert auth.headers(client, ("repository:a:pull",)) == {"Authorization": "Bearer t2"}
+    assert auth.headers(client, ("repository:a:pull",)) == {
+        "Authorization": "Bearer t2"
+    }
     auth.invalidate(push)
     assert auth.headers(client, push) == {"Authorization": "Bearer t3"}
     assert issued[0] == sorted(push)

@@ -29,7 +29,9 @@ PARSE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "registry", "repository", "tag", "digest"), PARSE_CASES)
+@pytest.mark.parametrize(
+    ("text", "registry", "repository", "tag", "digest"), PARSE_CASES
+)
 def test_parse_applies_docker_rules(text, registry, repository, tag, digest):
     ref = Reference.parse(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (
@@ -67,8 +69,10 @@ def test_parse_refuses_malformed_references_quoting_them(text):
     with pytest.raises(ReferenceFormatError) as info:
         Reference.parse(text)
     message = str(info.value)
-    assert repr(text) in message or repr(text.split("@")[-1]) in message or text in (
-        message
+    assert (
+        repr(text) in message
+        or repr(text.split("@")[-1]) in message
+        or text in (message)
     )
     assert "\n" not in message
 

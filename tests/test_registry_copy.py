@@ -1,0 +1,279 @@
+"""Push, pull and copy against the test bed's real registries.
+
+Bytes are counted through the client's transport seam (a wrapper around the real
+httpx transport), so "sends nothing" is measured, not assumed.
+"""
+
+import logging
+import uuid
+
+import httpx
+import pytest
+
+from platforge import platforms
+from platforge.errors import AuthError, DigestMismatchError, LayoutError, NotFoundError
+from platforge.oci.content import Index
+from platforge.oci.layout import Layout
+from platforge.registry.auth import Credentials
+from platforge.registry.client import RegistryClient
+from platforge.registry.copy import (
+    Registries,
+    copy_image,
+    layout_root,
+    pull_to_layout,
+    push_layout,
+)
+from platforge.registry.reference import Reference
+from test_registry_images import blob_files, busybox_layout, small_layout
+
+pytestmark = pytest.mark.registry
+
+
+class _CountedStream(httpx.SyncByteStream):
+    def __init__(self, inner, counter):
+        self.inner = inner
+        self.counter = counter
+
+    def __iter__(self):
+        for chunk in self.inner:
+            self.counter.upload_bytes += len(chunk)
+            yield chunk
+
+
+class Counting(httpx.BaseTransport):
+    """Wraps the real transport; counts blob upload body bytes and requests."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.upload_bytes = 0
+        self.requests = []
+
+    def handle_request(self, request):
+        self.requests.append((request.method, request.url.path))
+        if "/blobs/uploads/" in request.url.path and request.method in {"PUT", "PATCH"}:
+            request.stream = _CountedStream(request.stream, self)
+        return self.inner.handle_request(request)
+
+    def close(self):
+        self.inner.close()
+
+
+def _counting_registries(**options):
+    counters = []
+
+    def wrap(inner):
+        counter = Counting(inner)
+        counters.append(counter)
+        return counter
+
+    return Registries(wrap_transport=wrap, **options), counters
+
+
+def _repo():
+    return f"test/{uuid.uuid4().hex[:10]}"
+
+
+def test_push_skips_blobs_the_registry_already_has(registry_plain, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img")
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+
+    registries, counters = _counting_registries()
+    with registries:
+        first = push_layout(layout.path, ref, registries=registries)
+    assert counters[0].upload_bytes > 300_000
+    assert first.digest == descriptor.digest
+    assert first.count("pushed") == 2
+
+    registries, counters = _counting_registries()
+    with registries:
+        again = push_layout(layout.path, ref, registries=registries, tags=["v2"])
+    assert counters[0].upload_bytes == 0
+    assert again.count("exists") == 2
+    assert not [r for r in counters[0].requests if r[0] in {"POST", "PATCH"}]
+    with RegistryClient(registry_plain.host) as client:
+        assert sorted(client.list_tags(ref.repository)) == ["v1", "v2"]
+
+
+def test_copy_between_repositories_of_one_registry_mounts_blobs(
+    registry_plain, tmp_path
+):
+    layout, _ = small_layout(tmp_path / "img")
+    source = Reference.parse(registry_plain.ref(_repo(), "src"))
+    with Registries() as registries:
+        push_layout(layout.path, source, registries=registries)
+
+    target = Reference.parse(registry_plain.ref(_repo(), "dst"))
+    registries, counters = _counting_registries()
+    with registries:
+        result = copy_image(source, target, registries=registries)
+    assert result.count("mounted") == 2
+    assert counters[0].upload_bytes == 0
+    with RegistryClient(registry_plain.host) as client:
+        assert client.head_manifest(target.repository, "dst").digest == str(
+            result.digest
+        )
+
+
+def test_copy_between_registries_streams_through(
+    registry_plain, registry_tls, tmp_path
+):
+    layout, descriptor = small_layout(tmp_path / "img")
+    source = Reference.parse(registry_plain.ref(_repo(), "a"))
+    target = Reference.parse(registry_tls.ref(_repo(), "b"))
+    with Registries(ca_file=str(registry_tls.ca_file)) as registries:
+        push_layout(layout.path, source, registries=registries)
+        result = copy_image(source, target, registries=registries)
+        assert result.count("pushed") == 2
+        pulled = pull_to_layout(target, tmp_path / "back", registries=registries)
+    assert pulled.digest == descriptor.digest
+    assert blob_files(tmp_path / "back") == blob_files(tmp_path / "img")
+
+
+def test_copy_of_one_platform_writes_that_manifest_only(
+    registry_plain, busybox, tmp_path
+):
+    layout, index = busybox_layout(busybox, tmp_path / "img")
+    source = Reference.parse(registry_plain.ref(_repo(), "all"))
+    target = Reference.parse(registry_plain.ref(_repo(), "arm"))
+    with Registries() as registries:
+        push_layout(layout.path, source, registries=registries)
+        result = copy_image(
+            source, target, registries=registries, platform=platforms.parse("arm64")
+        )
+    arm = next(d for d in index.manifests if d.platform.architecture == "arm64")
+    assert result.digest == arm.digest
+
+
+def test_corrupt_layout_blob_is_refused_and_nothing_is_pushed(registry_plain, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img")
+    manifest = layout.read_manifest(descriptor)
+    layer = manifest.layers[0]
+    path = layout.blob_path(layer.digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    registries, counters = _counting_registries()
+    with registries, pytest.raises(DigestMismatchError, match="nothing was pushed"):
+        push_layout(layout.path, ref, registries=registries)
+    assert counters[0].upload_bytes == 0
+    assert not [r for r in counters[0].requests if r[0] in {"POST", "PUT", "PATCH"}]
+    assert not registry_plain.blob_path(str(manifest.config.digest)).exists()
+    with RegistryClient(registry_plain.host) as client:
+        with pytest.raises(NotFoundError):
+            client.get_manifest(ref.repository, "v1")
+
+
+def test_corrupt_registry_blob_fails_the_pull_and_leaves_no_destination(
+    make_registry, tmp_path
+):
+    registry = make_registry("plain")
+    layout, descriptor = small_layout(tmp_path / "img")
+    ref = Reference.parse(registry.ref("x/y", "v1"))
+    with Registries() as registries:
+        push_layout(layout.path, ref, registries=registries)
+    layer = layout.read_manifest(descriptor).layers[0]
+    stored = registry.blob_path(str(layer.digest))
+    data = bytearray(stored.read_bytes())
+    data[100] ^= 0x01
+    stored.write_bytes(bytes(data))
+
+    dest = tmp_path / "pulled"
+    with Registries() as registries, pytest.raises(DigestMismatchError) as info:
+        pull_to_layout(ref, dest, registries=registries)
+    assert str(layer.digest) in str(info.value)
+    assert not dest.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["img"]
+
+
+def test_chunked_upload_honours_the_servers_range(registry_plain, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img", size=700_000)
+    ref = Reference.parse(registry_plain.ref(_repo(), "chunked"))
+    registries, counters = _counting_registries(chunk_size=256 * 1024)
+    with registries:
+        push_layout(layout.path, ref, registries=registries)
+    patches = [r for r in counters[0].requests if r[0] == "PATCH"]
+    assert len(patches) >= 3
+    with Registries() as registries:
+        pulled = pull_to_layout(ref, tmp_path / "back", registries=registries)
+    assert pulled.digest == descriptor.digest
+    assert blob_files(tmp_path / "back") == blob_files(tmp_path / "img")
+
+
+def test_token_registry_push_and_pull_with_cached_tokens(registry_token, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img")
+    ref = Reference.parse(registry_token.ref(_repo(), "v1"))
+    creds = {
+        registry_token.host: Credentials(
+            registry_token.username, registry_token.password
+        )
+    }
+    registries, counters = _counting_registries(credentials=creds)
+    with registries:
+        push_layout(layout.path, ref, registries=registries)
+        client = registries.client(registry_token.host)
+        # One token per scope set, reused by every request needing that scope.
+        assert len(client.auth._tokens) <= 2
+        pulled = pull_to_layout(ref, tmp_path / "back", registries=registries)
+    assert pulled.digest == descriptor.digest
+
+
+def test_wrong_password_is_an_auth_error_that_never_shows_the_password(
+    registry_basic, registry_token, tmp_path, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    layout, _ = small_layout(tmp_path / "img")
+    secret = "wr0ng-Pa55word-xyz"
+    for registry in (registry_basic, registry_token):
+        ref = Reference.parse(registry.ref(_repo(), "v1"))
+        creds = {registry.host: Credentials(registry.username, secret)}
+        with Registries(credentials=creds) as registries:
+            with pytest.raises(AuthError) as info:
+                push_layout(layout.path, ref, registries=registries)
+        message = str(info.value)
+        assert registry.host in message
+        assert f"platforge login {registry.host}" in message
+        assert "\n" not in message
+        assert secret not in message
+    assert secret not in caplog.text
+
+
+def test_tags_list_returns_every_tag(registry_plain, tmp_path):
+    # distribution 2.8 answers in one page; Link pagination is tested against a
+    # scripted server in test_registry_client.py.
+    layout, _ = small_layout(tmp_path / "img")
+    ref = Reference.parse(registry_plain.ref(_repo(), "t0"))
+    with Registries() as registries:
+        push_layout(
+            layout.path, ref, registries=registries, tags=[f"t{n}" for n in range(1, 5)]
+        )
+    with RegistryClient(registry_plain.host) as client:
+        tags = client.list_tags(ref.repository, page_size=2)
+    assert sorted(tags) == [f"t{n}" for n in range(5)]
+
+
+def test_layout_root_shapes(tmp_path, busybox):
+    layout, index = busybox_layout(busybox, tmp_path / "bb")
+    # One entry that is an index: that index is the image.
+    root, raw = layout_root(layout)
+    assert root.digest == index.digest
+    assert raw == index.raw
+
+    # Several named entries: a name is needed and picks one.
+    small_layout(tmp_path / "two", name="a")
+    two = Layout.open(tmp_path / "two")
+    _, other = small_layout(tmp_path / "other")
+    for path in (tmp_path / "other" / "blobs").rglob("*"):
+        if path.is_file():
+            two.write_blob(path.read_bytes())
+    two.add_ref(other, "b")
+    with pytest.raises(LayoutError, match="say which one"):
+        layout_root(two)
+    assert layout_root(two, "b")[0].digest == other.digest
+
+    # Unnamed per-platform manifests: index.json itself is the image index.
+    flat = Layout.open(tmp_path / "bb")
+    flat.set_index(list(index.manifests))
+    root, raw = layout_root(flat)
+    assert len(Index.parse(raw).manifests) == 5
