@@ -40,9 +40,12 @@ lint: venv
 	$(VENV)/bin/ruff check $(PYTHON_FILES)
 	$(VENV)/bin/ruff format --check $(PYTHON_FILES)
 
+# Both runs report even when the first fails.
 typecheck: venv
-	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy testbed
+	@status=0; \
+	$(VENV)/bin/mypy || status=1; \
+	$(VENV)/bin/mypy testbed || status=1; \
+	exit $$status
 
 # pytest's exit status 5 (no tests collected) is a failure here, never a pass.
 pytest: setup

@@ -43,8 +43,9 @@ def _stop(state_file: Path) -> int:
     except FileNotFoundError:
         print(f"testbed: nothing to stop ({state_file} absent)", file=sys.stderr)
         return 0
-    for pid in state["pids"].values():
-        stop_pid(int(pid))
+    started = state.get("started", {})
+    for name, pid in state["pids"].items():
+        stop_pid(int(pid), started.get(name))
     workdir = Path(state["workdir"])
     if workdir.name.startswith("platforge-testbed-"):
         shutil.rmtree(workdir, ignore_errors=True)

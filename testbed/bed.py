@@ -34,6 +34,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,6 +91,7 @@ class Registry:
     ca_file: Path | None  # PEM CA for the TLS registry
     scheme: str  # "http" or "https"
     storage_dir: Path  # filesystem driver root; blobs live under docker/registry/v2
+    log_file: Path | None = None  # the registry's own log (level warn)
 
     @property
     def creds(self) -> str | None:
@@ -125,6 +127,7 @@ class Registry:
         data = asdict(self)
         data["ca_file"] = str(self.ca_file) if self.ca_file else None
         data["storage_dir"] = str(self.storage_dir)
+        data["log_file"] = str(self.log_file) if self.log_file else None
         return data
 
     @classmethod
@@ -138,6 +141,7 @@ class Registry:
             ca_file=Path(data["ca_file"]) if data["ca_file"] else None,
             scheme=data["scheme"],
             storage_dir=Path(data["storage_dir"]),
+            log_file=Path(data["log_file"]) if data.get("log_file") else None,
         )
 
 
@@ -148,11 +152,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _pid_is_ours(pid: int) -> bool:
-    """True when ``pid`` is alive and is a registry or token server we start."""
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), None if gone.
+
+    A PID and its start time name one process for good: a recycled PID has a later
+    start time, so a stale state file never stops somebody else's process.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def _pid_is_ours(pid: int, started: int | None = None) -> bool:
+    """True when ``pid`` is alive and is a registry or token server we started."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
+        return False
+    if started is not None and start_time(pid) != started:
         return False
     return b"docker-registry" in cmdline or b"testbed.tokenserver" in cmdline
 
@@ -162,15 +181,17 @@ def _status_of(url: str, verify: ssl.SSLContext | bool, timeout: float = 2.0) ->
         return client.get(f"{url}/v2/").status_code
 
 
-def stop_pid(pid: int, timeout: float = STOP_TIMEOUT) -> None:
+def stop_pid(
+    pid: int, started: int | None = None, timeout: float = STOP_TIMEOUT
+) -> None:
     """SIGTERM ``pid``, wait, then SIGKILL; only for processes the test bed started."""
-    if not _pid_is_ours(pid):
+    if not _pid_is_ours(pid, started):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_is_ours(pid) or _is_zombie(pid):
+        if not _pid_is_ours(pid, started) or _is_zombie(pid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
@@ -210,6 +231,8 @@ class Testbed:
         self.registries: dict[str, Registry] = {}
         self.token_url: str | None = None
         self.pids: dict[str, int] = {}
+        self.started: dict[str, int] = {}
+        self._lock = threading.RLock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _launcher(self) -> list[str]:
@@ -228,7 +251,8 @@ class Testbed:
         except (OSError, ValueError):
             return None
         if not isinstance(state, dict) or not all(
-            _pid_is_ours(int(pid)) for pid in state.get("pids", {}).values()
+            _pid_is_ours(int(pid), state.get("started", {}).get(name))
+            for name, pid in state.get("pids", {}).items()
         ):
             return None
         bed = cls(workdir=Path(state["workdir"]))
@@ -242,8 +266,9 @@ class Testbed:
         }
         bed.token_url = state["token_url"]
         bed.pids = {name: int(pid) for name, pid in state["pids"].items()}
+        bed.started = {name: int(t) for name, t in state.get("started", {}).items()}
         if set(bed.registries) != set(NAMES) or not all(
-            _pid_is_ours(pid) for pid in bed.pids.values()
+            _pid_is_ours(pid, bed.started.get(name)) for name, pid in bed.pids.items()
         ):
             return None
         try:
@@ -264,6 +289,7 @@ class Testbed:
             "registries": {n: r.to_json() for n, r in self.registries.items()},
             "token_url": self.token_url,
             "pids": self.pids,
+            "started": self.started,
         }
 
     def write_state(self, state_file: Path) -> None:
@@ -284,11 +310,12 @@ class Testbed:
         """The registry called ``name`` (one of NAMES), started on first use."""
         if name not in NAMES:
             raise TestbedError(f"unknown registry {name!r}; choose one of {NAMES}")
-        if name not in self.registries:
-            if not self.owned:
-                raise TestbedError(f"attached test bed has no {name!r} registry")
-            self.registries[name] = self._start_registry(name)
-        return self.registries[name]
+        with self._lock:
+            if name not in self.registries:
+                if not self.owned:
+                    raise TestbedError(f"attached test bed has no {name!r} registry")
+                self.registries[name] = self._start_registry(name)
+            return self.registries[name]
 
     def _start_registry(self, name: str) -> Registry:
         directory = self.workdir / name
@@ -348,6 +375,7 @@ class Testbed:
                 ca_file=ca_file,
                 scheme=scheme,
                 storage_dir=storage,
+                log_file=directory / "registry.log",
             )
             log_file = directory / "registry.log"
             with log_file.open("ab") as log_out:
@@ -358,8 +386,7 @@ class Testbed:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            self._procs[name] = proc
-            self.pids[name] = proc.pid
+            self._remember(name, proc)
             if self._wait_ready(registry, proc):
                 log.info("registry %s listening on %s", name, registry.url)
                 return registry
@@ -375,6 +402,13 @@ class Testbed:
         raise TestbedError(
             f"registry {name}: no free port after {_PORT_ATTEMPTS} tries"
         )
+
+    def _remember(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        self._procs[name] = proc
+        self.pids[name] = proc.pid
+        started = start_time(proc.pid)
+        if started is not None:
+            self.started[name] = started
 
     def _wait_ready(self, registry: Registry, proc: subprocess.Popen[bytes]) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -429,8 +463,7 @@ class Testbed:
                 env=env,
                 start_new_session=True,
             )
-        self._procs["token-server"] = proc
-        self.pids["token-server"] = proc.pid
+        self._remember("token-server", proc)
         deadline = time.monotonic() + READY_TIMEOUT
         while not port_file.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -455,6 +488,7 @@ class Testbed:
     def _stop_proc(self, name: str) -> None:
         proc = self._procs.pop(name, None)
         pid = self.pids.pop(name, None)
+        started = self.started.pop(name, None)
         if proc is not None:
             if proc.poll() is None:
                 proc.terminate()
@@ -464,7 +498,7 @@ class Testbed:
                     proc.kill()
                     proc.wait(STOP_TIMEOUT)
         elif pid is not None:
-            stop_pid(pid)
+            stop_pid(pid, started)
 
     def stop(self) -> None:
         """Stop what this test bed started and remove its files; no-op if attached."""

@@ -19,11 +19,13 @@ Fixtures
 ``require_qemu``       skips unless arm64/arm/s390x/ppc64le binfmt handlers have F
 ``tmp_store``          function: a fresh ``PLATFORGE_STORE`` directory
 ``tmp_docker_config``  function: a fresh ``DOCKER_CONFIG`` (and skopeo auth file)
-``corpus_dir``         session: /work/shared/corpus (the repo's sibling), or skip
+``corpus_dir``         session: ../shared/corpus beside the repo (or
+                       $PLATFORGE_CORPUS), else skip
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -176,7 +178,10 @@ def tmp_docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    corpus = (ROOT / ".." / "shared" / "corpus").resolve()
+    # PLATFORGE_CORPUS lets a clone elsewhere (CI in /tmp) find the same corpus.
+    override = os.environ.get("PLATFORGE_CORPUS")
+    corpus = Path(override) if override else (ROOT / ".." / "shared" / "corpus")
+    corpus = corpus.resolve()
     if not corpus.is_dir():
-        pytest.skip(f"the shared corpus is not at {corpus}")
+        pytest.skip(f"the shared corpus is not at {corpus} (set PLATFORGE_CORPUS)")
     return corpus

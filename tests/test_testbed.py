@@ -399,3 +399,29 @@ def test_install_system_run_again_installs_and_registers_nothing(tmp_path):
     assert "fake apt-get" not in out.stderr
     assert "could not register" not in out.stderr
     assert time.monotonic() - start < 10
+
+
+def test_stop_from_a_stale_state_file_never_touches_a_recycled_pid(tmp_path):
+    bed = Testbed()
+    try:
+        bed.start_all()
+        state_file = tmp_path / "state.json"
+        bed.write_state(state_file)
+        state = json.loads(state_file.read_text())
+        # As if every PID had been reused by another process since the state was
+        # written: same PIDs, later start times.
+        state["started"] = {name: t + 1 for name, t in state["started"].items()}
+        state_file.write_text(json.dumps(state))
+        assert Testbed.attach(state_file) is None
+        subprocess.run(
+            [sys.executable, "-m", "testbed", "stop", "--state", str(state_file)],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
+        )
+        with _client() as client:
+            assert client.get(f"{bed.registries['plain'].url}/v2/").status_code == 200
+        assert all(Path(f"/proc/{pid}").exists() for pid in bed.pids.values())
+    finally:
+        bed.stop()
