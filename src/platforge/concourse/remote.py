@@ -27,6 +27,7 @@ from platforge.registry.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from platforge.concourse.source import AwsConfig, Source
+    from platforge.registry.copy import Registries
 
 __all__ = ["Remote", "announce_retries", "open_remote"]
 
@@ -42,6 +43,9 @@ class Remote:
 
     client: RegistryClient
     reference: Reference
+    credentials: Credentials | None = None
+    insecure: bool = False
+    ca_certs: tuple[str, ...] = ()
 
     @property
     def repository(self) -> str:
@@ -51,6 +55,25 @@ class Remote:
     def name(self) -> str:
         """``REGISTRY/REPOSITORY`` as written to the ``repository`` file."""
         return self.reference.name
+
+    def pinned(self, tag: str | None, digest: str) -> Reference:
+        """This repository at ``digest`` (``tag`` kept for names and display)."""
+        return Reference(self.reference.registry, self.repository, tag, digest)
+
+    def at_tag(self, tag: str) -> Reference:
+        return self.reference.with_tag(tag)
+
+    def registries(self) -> Registries:
+        """Clients for copying images to and from this repository's registry."""
+        from platforge.registry.copy import Registries  # noqa: PLC0415
+
+        registry = self.reference.registry
+        return Registries(
+            insecure=frozenset({registry}) if self.insecure else frozenset(),
+            ca_certs=self.ca_certs,
+            credentials={registry: self.credentials} if self.credentials else {},
+            retry=RETRY_POLICY,
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -147,7 +170,13 @@ def open_remote(source: Source, *, for_push: bool = False) -> Remote:
         ca_certs=source.ca_certs,
         retry=RETRY_POLICY,
     )
-    return Remote(client=client, reference=reference)
+    return Remote(
+        client=client,
+        reference=reference,
+        credentials=credentials,
+        insecure=source.insecure,
+        ca_certs=source.ca_certs,
+    )
 
 
 class _RetryAnnouncer(logging.Handler):

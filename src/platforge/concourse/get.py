@@ -1,0 +1,221 @@
+"""``in`` (a get step): fetch the exact digest of a version into the step's directory.
+
+Files written into the destination, as the ``registry-image`` resource writes them:
+
+* ``repository`` — the repository as configured (``127.0.0.1:5000/app``);
+* ``tag`` — the version's tag (empty for a version pinned only by digest);
+* ``digest`` — the version's digest (the index digest for a multi-platform image);
+
+and, unless ``skip_download`` is set, by ``format``:
+
+* ``rootfs`` (default): ``rootfs/`` (the unpacked filesystem of one platform),
+  ``metadata.json`` (``env``, ``user``, ``cmd``, ``entrypoint`` of the config) and
+  ``labels.json`` (the config's labels) — what a task's ``image:`` needs;
+* ``oci``: ``image.tar``, one platform as an OCI archive that also carries docker's
+  ``manifest.json``, so both ``docker load`` and OCI tools read it;
+* ``oci-layout``: ``oci/``, an OCI image layout holding the whole image (every
+  platform of an index), named by the tag.
+
+The platform is ``params.platform``, else ``source.platform``, else the worker's own
+(this machine's), picked from an index with containerd's fallbacks. A version whose
+digest the repository no longer has fails the step, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from platforge import platforms
+from platforge.concourse.protocol import metadata
+from platforge.concourse.remote import open_remote
+from platforge.errors import ConcourseError, ContentError
+from platforge.oci import mediatypes as mt
+from platforge.oci.content import Manifest
+
+if TYPE_CHECKING:
+    from platforge.concourse.protocol import ResourceVersion
+    from platforge.concourse.remote import Remote
+    from platforge.concourse.source import GetParams
+    from platforge.platforms import Platform
+    from platforge.registry.copy import Registries
+    from platforge.registry.reference import Reference
+
+__all__ = ["get", "write_image_tar"]
+
+log = logging.getLogger("platforge.concourse.get")
+
+_MAX_CONFIG = 4 << 20
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    Path(temp).replace(path)
+
+
+def get(dest: Path, version: ResourceVersion, params: GetParams) -> dict[str, Any]:
+    """Fetch ``version`` into ``dest``; return the answer ``{version, metadata}``."""
+    source = params.source
+    platform = params.platform or source.platform or platforms.host()
+    with open_remote(source) as remote:
+        if remote.client.head_manifest(remote.repository, version.digest) is None:
+            shown = f"{version.tag}@{version.digest}" if version.tag else version.digest
+            raise ConcourseError(
+                f"version {shown} no longer exists in {remote.name}; it was deleted "
+                "or the tag was overwritten and cleaned up, so run check again"
+            )
+        reference = remote.pinned(version.tag or None, version.digest)
+
+        dest.mkdir(parents=True, exist_ok=True)
+        _write_text(dest / "repository", source.repository)
+        _write_text(dest / "tag", version.tag)
+        _write_text(dest / "digest", version.digest)
+        pairs = [("repository", source.repository), ("tag", version.tag)]
+
+        if not params.skip_download:
+            registries = remote.registries()
+            try:
+                if params.format == "rootfs":
+                    _get_rootfs(dest, remote, reference, registries, platform)
+                    pairs.append(("platform", str(platform)))
+                elif params.format == "oci":
+                    _get_oci_tar(dest, reference, registries, platform)
+                    pairs.append(("platform", str(platform)))
+                else:
+                    _get_layout(dest, reference, registries)
+            finally:
+                registries.close()
+    return {"version": version.to_json(), "metadata": metadata(pairs)}
+
+
+def _staging(dest: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=".platforge-in-", dir=dest))
+
+
+def _get_rootfs(
+    dest: Path,
+    remote: Remote,
+    reference: Reference,
+    registries: Registries,
+    platform: Platform,
+) -> None:
+    from platforge.registry.copy import fetch_manifest, pull_rootfs  # noqa: PLC0415
+
+    staging = _staging(dest)
+    try:
+        pull_rootfs(
+            reference, staging / "image", registries=registries, platform=platform
+        )
+        for name in ("rootfs", "metadata.json"):
+            target = dest / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            (staging / "image" / name).replace(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    descriptor, raw = fetch_manifest(
+        reference, registries=registries, platform=platform
+    )
+    manifest = Manifest.parse(raw, descriptor.media_type)
+    with remote.client.open_blob(
+        remote.repository, str(manifest.config.digest)
+    ) as blob:
+        config = json.loads(blob.read(_MAX_CONFIG))
+    labels = (config.get("config") or {}).get("Labels") or {}
+    _write_text(dest / "labels.json", json.dumps(labels))
+
+
+def _get_layout(dest: Path, reference: Reference, registries: Registries) -> None:
+    from platforge.registry.copy import pull_to_layout  # noqa: PLC0415
+
+    target = dest / "oci"
+    if target.exists():
+        shutil.rmtree(target)
+    pull_to_layout(reference, target, registries=registries)
+
+
+def _get_oci_tar(
+    dest: Path, reference: Reference, registries: Registries, platform: Platform
+) -> None:
+    from platforge.registry.copy import pull_to_layout  # noqa: PLC0415
+
+    staging = _staging(dest)
+    try:
+        pull_to_layout(
+            reference, staging / "layout", registries=registries, platform=platform
+        )
+        repo_tag = f"{reference.name}:{reference.tag}" if reference.tag else None
+        write_image_tar(staging / "layout", dest / "image.tar", repo_tag)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_image_tar(layout_dir: Path, out: Path, repo_tag: str | None) -> None:
+    """Tar an OCI layout holding one image manifest, adding docker's manifest.json.
+
+    The tarball is an OCI archive (``oci-layout``, ``index.json``, ``blobs/``) and
+    at the same time a docker archive (``manifest.json`` naming the config and the
+    layers by their blob paths), the shape ``docker save`` writes since docker 25.
+    It is written to a temp file beside ``out`` and renamed into place.
+    """
+    index = json.loads((layout_dir / "index.json").read_text())
+    entries = index.get("manifests") or []
+    if len(entries) != 1 or not mt.is_manifest(entries[0].get("mediaType", "")):
+        raise ContentError(
+            f"layout {layout_dir} does not hold exactly one image manifest; "
+            "pick a platform first"
+        )
+    blob_dir = layout_dir / "blobs"
+    manifest_digest = str(entries[0]["digest"])
+    manifest = json.loads(_blob(blob_dir, manifest_digest).read_bytes())
+    docker_manifest = [
+        {
+            "Config": _blob_name(manifest["config"]["digest"]),
+            "RepoTags": [repo_tag] if repo_tag else [],
+            "Layers": [_blob_name(layer["digest"]) for layer in manifest["layers"]],
+        }
+    ]
+    fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for name in ("oci-layout", "index.json"):
+                tar.add(layout_dir / name, arcname=name)
+            _add_bytes(tar, "manifest.json", json.dumps(docker_manifest).encode())
+            for path in sorted(blob_dir.rglob("*")):
+                if path.is_file():
+                    tar.add(path, arcname=str(path.relative_to(layout_dir)))
+        Path(temp).replace(out)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _blob(blob_dir: Path, digest: str) -> Path:
+    algorithm, _, encoded = digest.partition(":")
+    return blob_dir / algorithm / encoded
+
+
+def _blob_name(digest: str) -> str:
+    algorithm, _, encoded = digest.partition(":")
+    return f"blobs/{algorithm}/{encoded}"
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    import io  # noqa: PLC0415
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
