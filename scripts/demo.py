@@ -11,12 +11,13 @@
    binary: ruff from its musllinux wheels) and run both platforms.
 
 Every step runs the ``platforge`` command as a user would; the commands are printed.
-The demo's own store and outputs live in ``.demo/`` (git-ignored), so it does not
-touch the user's store.
+The demo's own store and outputs live in ``.demo/`` (git-ignored; or
+``$PLATFORGE_DEMO_DIR``), so it does not touch the user's store.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import shutil
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from testbed.bed import Testbed  # noqa: E402  (the repo root joins sys.path first)
 from testbed.inputs import busybox_roots  # noqa: E402
 
-WORK = REPO / ".demo"
+WORK = Path(os.environ.get("PLATFORGE_DEMO_DIR", REPO / ".demo"))
 PLATFORMS = ("linux/amd64", "linux/arm64")
 # Debian architecture → OCI architecture for the busybox packages.
 DEB_TO_OCI = {"amd64": "amd64", "arm64": "arm64"}
@@ -126,14 +127,24 @@ def elf_machine(path: Path) -> str:
     return ELF_MACHINE.get(int.from_bytes(header[18:20], "little"), "unknown")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--registry",
+        metavar="HOST:PORT",
+        help="use this running loopback registry instead of starting one",
+    )
+    options = parser.parse_args(argv)
     started = time.monotonic()
     WORK.mkdir(exist_ok=True)
     summary: list[str] = []
-    bed = Testbed(WORK / "testbed")
+    bed = None if options.registry else Testbed(WORK / "testbed")
     try:
-        say("Starting a loopback registry (Debian's docker-registry)")
-        host = bed.registry("plain").host
+        if bed is None:
+            host = options.registry
+        else:
+            say("Starting a loopback registry (Debian's docker-registry)")
+            host = bed.registry("plain").host
         print(f"registry at {host}")
 
         say("Making a multi-architecture base image from Debian's busybox-static")
@@ -180,8 +191,9 @@ def main() -> None:
             printed = platforge("run", "--platform", platform, ta_image, capture=True)
             summary.append(f"{ta_image} on {platform} printed {printed.strip()!r}")
     finally:
-        say("Stopping the registry")
-        bed.stop()
+        if bed is not None:
+            say("Stopping the registry")
+            bed.stop()
 
     say(f"Summary ({time.monotonic() - started:.1f} s)")
     for line in summary:
