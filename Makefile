@@ -23,7 +23,8 @@ system:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Order-only on system: a new machine needs python3-venv before the first venv.
+$(STAMP): pyproject.toml | system
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "make: $(PYTHON) is older than 3.11; run make PYTHON=python3.11" >&2; \
 		  exit 1; }
