@@ -145,6 +145,23 @@ class Lexer:
         result, words = self._until("")
         return result, words
 
+    def expand_heredoc(self, text: str) -> str:
+        """Expand a here-document body: ``$`` expansions, and the escape character
+        escaping ``$`` and itself; quotes are ordinary characters there."""
+        self.text = text
+        self.pos = 0
+        out: list[str] = []
+        while self.pos < len(text):
+            ch = text[self.pos]
+            if ch == "$":
+                out.append(self._dollar())
+                continue
+            self.pos += 1
+            if ch == self.escape and self._peek() in ("$", self.escape):
+                ch = self._next()
+            out.append(ch)
+        return "".join(out)
+
     # -- the grammar --------------------------------------------------------------
 
     def _until(self, stop: str) -> tuple[str, list[str]]:
