@@ -218,8 +218,8 @@ class Testbed:
 
     def __init__(self, workdir: Path | None = None, *, detach: bool = False) -> None:
         self.owned = True
-        # A detached test bed outlives the process that started it (the CLI); an
-        # attached one dies with it, even when that process is killed outright.
+        # A detached test bed outlives the process that started it (the CLI);
+        # otherwise every child dies with that process, even when it is killed.
         self.detach = detach
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="platforge-testbed-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -248,13 +248,31 @@ class Testbed:
         """The test bed a state file describes, if every part of it answers."""
         try:
             state = json.loads(state_file.read_text())
-        except (OSError, ValueError):
+            started = state.get("started", {})
+            # Check the processes before touching the workdir the state names.
+            if not all(
+                _pid_is_ours(int(pid), started.get(name))
+                for name, pid in state["pids"].items()
+            ):
+                return None
+            bed = cls._from_state(state)
+        except (OSError, KeyError, TypeError, ValueError, AttributeError):
             return None
-        if not isinstance(state, dict) or not all(
-            _pid_is_ours(int(pid), state.get("started", {}).get(name))
-            for name, pid in state.get("pids", {}).items()
-        ):
+        if set(bed.registries) != set(NAMES) or not bed.answers():
             return None
+        return bed
+
+    def answers(self) -> bool:
+        """True when every started registry answers `GET /v2/` (any status)."""
+        try:
+            for registry in self.registries.values():
+                _status_of(registry.url, registry.ssl_context())
+        except httpx.HTTPError:
+            return False
+        return True
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> Testbed:
         bed = cls(workdir=Path(state["workdir"]))
         bed.owned = False
         bed.username = state["username"]
@@ -267,15 +285,6 @@ class Testbed:
         bed.token_url = state["token_url"]
         bed.pids = {name: int(pid) for name, pid in state["pids"].items()}
         bed.started = {name: int(t) for name, t in state.get("started", {}).items()}
-        if set(bed.registries) != set(NAMES) or not all(
-            _pid_is_ours(pid, bed.started.get(name)) for name, pid in bed.pids.items()
-        ):
-            return None
-        try:
-            for registry in bed.registries.values():
-                _status_of(registry.url, registry.ssl_context())
-        except httpx.HTTPError:
-            return None
         return bed
 
     def state(self) -> dict[str, Any]:

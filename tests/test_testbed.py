@@ -425,3 +425,14 @@ def test_stop_from_a_stale_state_file_never_touches_a_recycled_pid(tmp_path):
         assert all(Path(f"/proc/{pid}").exists() for pid in bed.pids.values())
     finally:
         bed.stop()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "not json", "[]", '{"pids": {"plain": "x"}}', '{"pids": {}}'],
+)
+def test_attach_treats_a_broken_state_file_as_no_test_bed(tmp_path, content):
+    state_file = tmp_path / "state.json"
+    state_file.write_text(content)
+    assert Testbed.attach(state_file) is None
+    assert Testbed.attach(tmp_path / "absent.json") is None
