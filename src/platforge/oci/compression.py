@@ -55,6 +55,7 @@ from typing import IO, TYPE_CHECKING, Protocol, cast
 
 import zstandard
 from isal import igzip
+from isal.igzip_lib import IsalError
 
 from platforge.errors import ContentError
 from platforge.oci import mediatypes
@@ -85,6 +86,15 @@ PEEK_SIZE = 6
 """Bytes needed to tell every known codec apart."""
 
 _CHUNK = 1 << 20
+
+# What the codecs raise on corrupt or truncated input (BadGzipFile is an OSError).
+_DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    zlib.error,
+    IsalError,
+    zstandard.ZstdError,
+)
 
 
 class Compression(enum.Enum):
@@ -223,7 +233,7 @@ class _DecompressingReader(io.RawIOBase):
     def readinto(self, buffer: WriteableBuffer) -> int:
         try:
             return self._inner.readinto(buffer) or 0
-        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        except _DECOMPRESSION_ERRORS as exc:
             raise ContentError(
                 f"{self._compression.value} layer stream is corrupt or truncated "
                 f"({exc}): fetch the blob again or check its digest"
