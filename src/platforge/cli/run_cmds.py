@@ -1,13 +1,556 @@
-"""Commands of this area are registered on the top-level group here."""
+"""Commands that run images and merge them: run, emulation, index create.
+
+``platforge run`` behaves like ``docker run --rm``: the image's entrypoint and
+command (``--entrypoint`` and the words after ``--`` override them), its
+environment (``-e`` adds or overrides), user and working directory. The command's
+own stdout and stderr pass straight through and its exit status becomes
+platforge's. Nothing the command writes is kept.
+
+``platforge index create`` merges images built elsewhere (one per platform, or
+whole indexes) into one image index in the target repository. Children are copied
+into that repository first (cross-repository mounts on the same registry), the
+index after them, the tag last; the index digest goes to stdout.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from platforge import platforms
+from platforge.build import emulation, rootfs, sandbox
+from platforge.build.store import default_store_path
+from platforge.errors import LayoutError, ManifestError, PlatforgeError, SandboxError
+from platforge.oci import mediatypes as mt
+from platforge.oci.content import (
+    ANNOTATION_REF_NAME,
+    Descriptor,
+    ImageConfig,
+    Index,
+    Manifest,
+    parse_manifest,
+)
+from platforge.oci.layout import Layout
+from platforge.registry.copy import (
+    Registries,
+    copy_image,
+    fetch_manifest,
+    layout_root,
+    push_layout,
+)
+from platforge.registry.reference import Reference
 
 if TYPE_CHECKING:
-    import click
+    from collections.abc import Callable, Sequence
+
+    from platforge.oci.digest import Digest
+    from platforge.platforms import Platform
+
+__all__ = ["register"]
+
+# Configs are small documents; anything bigger is refused rather than read.
+_MAX_CONFIG = 4 << 20
+
+
+def _insecure_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option(
+        "--insecure",
+        is_flag=True,
+        help="Allow plain HTTP and unverified TLS (loopback registries always may "
+        "use plain HTTP).",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return command(*args, **kwargs)
+
+    return wrapper
+
+
+def _registries(insecure: bool) -> Registries:
+    return Registries(insecure=frozenset({"*"}) if insecure else frozenset())
+
+
+def _is_layout(text: str) -> bool:
+    return (Path(text) / "oci-layout").is_file()
+
+
+# --- run -----------------------------------------------------------------------
+
+
+def _pick(layout: Layout, root: Descriptor, raw: bytes, wanted: Platform) -> Manifest:
+    """The manifest for ``wanted`` under ``root`` (an index, or itself)."""
+    document = parse_manifest(raw, root.media_type)
+    while isinstance(document, Index):
+        chosen = document.find(wanted)
+        if chosen is None:
+            offered = ", ".join(str(p) for p in document.platforms() if p) or "none"
+            raise LayoutError(
+                f"image {root.digest} has no manifest for platform {wanted} "
+                f"(it has: {offered}); pick one of those with --platform"
+            )
+        document = layout.read_manifest(chosen)
+    return document
+
+
+def _pull_into_store(
+    reference: Reference, wanted: Platform, registries: Registries
+) -> tuple[Layout, Manifest]:
+    """Fetch ``wanted``'s manifest of ``reference`` and the blobs the store lacks."""
+    store = Layout.create(default_store_path())
+    root, raw = fetch_manifest(reference, registries=registries, platform=wanted)
+    manifest = Manifest.parse(raw, root.media_type)
+    client = registries.client(reference.registry)
+    for blob in (manifest.config, *manifest.layers):
+        if not store.has_blob(blob.digest):
+            client.download_blob(
+                reference.repository,
+                str(blob.digest),
+                store.blob_path(blob.digest),
+                size=blob.size,
+            )
+    store.write_blob(raw, root)
+    return store, manifest
+
+
+def _environment(image_env: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """The image's environment with ``-e`` applied (``-e K`` copies the host's K)."""
+    env = dict(item.partition("=")[::2] for item in image_env)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+        else:
+            env.pop(key, None)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _argv(
+    config: ImageConfig, entrypoint: str | None, command: Sequence[str], image: str
+) -> list[str]:
+    """Docker's rules: ENTRYPOINT + CMD; --entrypoint also drops the image's CMD."""
+    run = config.config
+    if entrypoint is not None:
+        first = [entrypoint] if entrypoint else []
+        rest = list(command)
+    else:
+        first = list(run.entrypoint or [])
+        rest = list(command) or list(run.cmd or [])
+    argv = first + rest
+    if not argv:
+        raise SandboxError(
+            f"image {image} has no Entrypoint or Cmd and no command was given; "
+            "name one after `--`"
+        )
+    return argv
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--platform", help="Platform to run (default: this host's).")
+@click.option("-e", "--env", "env", multiple=True, help="Set K=V (or copy K).")
+@click.option("--entrypoint", help="Run this instead of the image's entrypoint.")
+@click.option("-u", "--user", help="User (name|uid[:group|gid]) to run as.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option(
+    "--network",
+    type=click.Choice(["host", "none"]),
+    default="host",
+    show_default=True,
+    help="Share the host's network, or only a loopback of its own.",
+)
+@click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
+@_insecure_option
+@click.pass_context
+def run(  # noqa: PLR0917 - click passes each option as a parameter
+    ctx: click.Context,
+    image: str,
+    command: tuple[str, ...],
+    platform: str | None,
+    env: tuple[str, ...],
+    entrypoint: str | None,
+    user: str | None,
+    workdir: str | None,
+    network: str,
+    interactive: bool,
+    insecure: bool,
+) -> None:
+    """Run IMAGE (a reference or an OCI layout directory) like `docker run --rm`.
+
+    \b
+    Examples:
+      platforge run --platform linux/arm64 127.0.0.1:5000/app -- uname -m
+      platforge run ./out -- sh -c 'echo $PATH'
+    """
+    if command[:1] == ("--",):
+        command = command[1:]
+    wanted = platforms.parse(platform) if platform else platforms.host()
+    if _is_layout(image):
+        layout = Layout.open(image)
+        root, raw = layout_root(layout)
+        manifest = _pick(layout, root, raw, wanted)
+    else:
+        with _registries(insecure) as registries:
+            layout, manifest = _pull_into_store(
+                Reference.parse(image), wanted, registries
+            )
+    cache = rootfs.default_cache_dir(
+        None if _is_layout(image) else default_store_path()
+    )
+    image_fs = rootfs.prepare(layout, manifest, cache=cache)
+    config = image_fs.config
+    spec_platform = config.platform if config.architecture else wanted
+    (cache / "tmp").mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".run-", dir=cache / "tmp"))
+    try:
+        result = sandbox.run(
+            sandbox.RunSpec(
+                lowerdirs=image_fs.lowerdirs,
+                upperdir=scratch / "upper",
+                args=_argv(config, entrypoint, command, image),
+                env=_environment(config.config.env, env),
+                cwd=workdir or config.config.working_dir or "/",
+                user=user if user is not None else (config.config.user or ""),
+                platform=spec_platform,
+                network="none" if network == "none" else "host",
+                output=None,
+                stdin_tty=interactive,
+            )
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    ctx.exit(result.exit_code)
+
+
+# --- emulation -------------------------------------------------------------------
+
+_FROM_QEMU = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "i386": "386",
+    "i686": "386",
+    "armhf": "arm",
+    "armv7": "arm",
+    "mips64el": "mips64le",
+    "mipsel": "mipsle",
+    "loongarch64": "loong64",
+}
+
+
+def _architecture(text: str) -> str:
+    """An OCI architecture from ``arm64``, ``aarch64`` or ``linux/arm64``."""
+    if "/" in text:
+        try:
+            return platforms.parse(text).architecture
+        except PlatforgeError:
+            return platforms.parse(f"linux/{text}").architecture
+    arch = _FROM_QEMU.get(text, text)
+    emulation.qemu_name(arch)  # refuses unknown names with the list of known ones
+    return arch
+
+
+@click.group("emulation")
+def emulation_group() -> None:
+    """Inspect and register QEMU emulators for foreign platforms."""
+
+
+@emulation_group.command("status")
+@click.argument("architectures", nargs=-1)
+def emulation_status(architectures: tuple[str, ...]) -> None:
+    """Show, per architecture, whether containers of it can run here."""
+    from rich.console import Console  # noqa: PLC0415 - only this command draws
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"binfmt_misc handlers in {emulation.binfmt_dir()}")
+    for column in ("arch", "qemu", "runs", "handler", "flags", "interpreter"):
+        table.add_column(column)
+    table.add_column("static qemu")
+    table.add_column("proot")
+    for found in emulation.status([_architecture(a) for a in architectures]):
+        if found.native:
+            runs = "native"
+        elif found.runnable:
+            runs = "emulated"
+        else:
+            runs = "no"
+        table.add_row(
+            found.architecture,
+            found.qemu,
+            runs,
+            found.handler or "-",
+            found.flags or "-",
+            found.interpreter or "-",
+            str(found.qemu_static) if found.qemu_static else "-",
+            "yes" if found.proot else "no",
+        )
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+    missing = [
+        s.architecture
+        for s in emulation.status([_architecture(a) for a in architectures])
+        if not s.runnable
+    ]
+    if missing:
+        click.echo(
+            f"to run {', '.join(missing)}: platforge emulation install "
+            + " ".join(missing),
+            err=True,
+        )
+
+
+_DEFAULT_INSTALL = ("arm64", "arm", "ppc64le", "s390x", "riscv64")
+
+
+@emulation_group.command("install")
+@click.argument("architectures", nargs=-1)
+def emulation_install(architectures: tuple[str, ...]) -> None:
+    """Register QEMU binfmt handlers (F flag) for ARCH… (default: common ones).
+
+    When this process may not register them, the commands to run as root are
+    printed on stdout instead.
+    """
+    wanted = [_architecture(a) for a in architectures] or list(_DEFAULT_INSTALL)
+    for result in emulation.install(wanted):
+        click.echo(
+            f"{result.architecture}: {result.action} ({result.detail})", err=True
+        )
+        for line in result.commands:
+            click.echo(line)
+
+
+# --- index create ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One child of the index to be, and where it comes from."""
+
+    source: str
+    descriptor: Descriptor
+    reference: Reference | None  # a registry source
+    layout: Path | None  # a layout source
+
+
+def _config_platform(raw_config: bytes, where: str) -> Platform | None:
+    try:
+        config = ImageConfig.parse(raw_config)
+    except ManifestError:
+        return None  # an artifact, not an image: it has no platform
+    if not config.architecture or not config.os:
+        raise ManifestError(
+            f"{where}: the image config names no os/architecture; "
+            "rebuild the image or take it from an index that says its platform"
+        )
+    return config.platform
+
+
+def _registry_entries(source: str, registries: Registries) -> list[_Entry]:
+    reference = Reference.parse(source)
+    root, raw = fetch_manifest(reference, registries=registries)
+    client = registries.client(reference.registry)
+    document = parse_manifest(raw, root.media_type)
+
+    def platform_of(manifest: Manifest) -> Platform | None:
+        if manifest.config.size > _MAX_CONFIG:
+            return None
+        with client.open_blob(reference.repository, str(manifest.config.digest)) as f:
+            data = f.read(_MAX_CONFIG + 1)
+        return _config_platform(data, source)
+
+    if isinstance(document, Index):
+        found = []
+        for child in document.manifests:
+            entry = child
+            if child.platform is None and mt.is_manifest(child.media_type):
+                info = client.get_manifest(reference.repository, str(child.digest))
+                child_doc = Manifest.parse(info.raw, child.media_type)
+                entry = _with_platform(child, platform_of(child_doc))
+            found.append(_Entry(source, _clean(entry), reference, None))
+        return found
+    return [
+        _Entry(
+            source,
+            _with_platform(root, platform_of(document)),
+            reference,
+            None,
+        )
+    ]
+
+
+def _layout_entries(source: str) -> list[_Entry]:
+    layout = Layout.open(source)
+    root, raw = layout_root(layout)
+    document = parse_manifest(raw, root.media_type)
+
+    def platform_of(manifest: Manifest) -> Platform | None:
+        return _config_platform(layout.read_blob(manifest.config.digest), source)
+
+    if isinstance(document, Index):
+        found = []
+        for child in document.manifests:
+            entry = child
+            if child.platform is None and mt.is_manifest(child.media_type):
+                child_doc = layout.read_manifest(child)
+                if isinstance(child_doc, Manifest):
+                    entry = _with_platform(child, platform_of(child_doc))
+            found.append(_Entry(source, _clean(entry), None, Path(source)))
+        return found
+    return [
+        _Entry(source, _with_platform(root, platform_of(document)), None, Path(source))
+    ]
+
+
+def _with_platform(descriptor: Descriptor, platform: Platform | None) -> Descriptor:
+    return Descriptor(
+        descriptor.media_type,
+        descriptor.digest,
+        descriptor.size,
+        platform,
+        _annotations(descriptor),
+    )
+
+
+def _annotations(descriptor: Descriptor) -> dict[str, str]:
+    # A layout's ref name says where an image sat, not what it is.
+    return {k: v for k, v in descriptor.annotations.items() if k != ANNOTATION_REF_NAME}
+
+
+def _clean(descriptor: Descriptor) -> Descriptor:
+    return _with_platform(descriptor, descriptor.platform)
+
+
+def _merge(entries: Sequence[_Entry], prefer: Sequence[str]) -> list[_Entry]:
+    """One entry per platform; ``prefer`` settles platforms offered twice."""
+    chosen: dict[str, _Entry] = {}
+    extras: dict[Digest, _Entry] = {}
+    for entry in entries:
+        platform = entry.descriptor.platform
+        if platform is None or platform.os == "unknown":
+            # Attestations and other artifacts ride along with their images.
+            extras.setdefault(entry.descriptor.digest, entry)
+            continue
+        key = platforms.format(platforms.normalize(platform))
+        if platform.os_version:
+            key += f"({platform.os_version})"
+        held = chosen.get(key)
+        if held is None or held.descriptor.digest == entry.descriptor.digest:
+            chosen.setdefault(key, entry)
+            continue
+        winners = [e for e in (held, entry) if e.source in prefer]
+        if len(winners) != 1:
+            raise ManifestError(
+                f"platform {key} comes from both {held.source} and {entry.source}; "
+                f"pass --prefer {held.source} or --prefer {entry.source}"
+            )
+        chosen[key] = winners[0]
+    kept = {e.descriptor.digest for e in chosen.values()}
+    riders = [
+        e
+        for e in extras.values()
+        if e.descriptor.annotations.get("vnd.docker.reference.digest") in _strs(kept)
+        or "vnd.docker.reference.digest" not in e.descriptor.annotations
+    ]
+    return [*chosen.values(), *riders]
+
+
+def _strs(digests: set[Digest]) -> set[str]:
+    return {str(d) for d in digests}
+
+
+def _copy_children(
+    entries: Sequence[_Entry], target: Reference, registries: Registries
+) -> None:
+    destination = Reference(target.registry, target.repository)
+    pushed_layouts: set[Path] = set()
+    for entry in entries:
+        if entry.layout is not None:
+            if entry.layout not in pushed_layouts:
+                push_layout(entry.layout, destination, registries=registries)
+                pushed_layouts.add(entry.layout)
+            continue
+        assert entry.reference is not None  # noqa: S101 - a registry source
+        source = entry.reference
+        if (source.registry, source.repository) == (target.registry, target.repository):
+            continue
+        copy_image(
+            source.with_digest(str(entry.descriptor.digest)),
+            destination,
+            registries=registries,
+        )
+
+
+@click.group("index")
+def index_group() -> None:
+    """Image indexes made from images built elsewhere."""
+
+
+@index_group.command("create")
+@click.argument("ref")
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    required=True,
+    help="An image, an index or an OCI layout directory to take entries from.",
+)
+@click.option("--annotation", multiple=True, help="K=V annotation on the index.")
+@click.option(
+    "--prefer", multiple=True, help="The --from source that wins a platform clash."
+)
+@_insecure_option
+def index_create(
+    ref: str,
+    sources: tuple[str, ...],
+    annotation: tuple[str, ...],
+    prefer: tuple[str, ...],
+    insecure: bool,
+) -> None:
+    """Merge images into one index at REF and print its digest.
+
+    \b
+    Example:
+      platforge index create 127.0.0.1:5000/app:1.0 \\
+          --from 127.0.0.1:5000/app:amd64 --from 127.0.0.1:5000/app:arm64
+    """
+    unknown = [p for p in prefer if p not in sources]
+    if unknown:
+        raise click.UsageError(f"--prefer {unknown[0]} is not one of the --from values")
+    annotations = {}
+    for item in annotation:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--annotation {item!r} is not K=V")
+        annotations[key] = value
+    target = Reference.parse(ref)
+    with _registries(insecure) as registries:
+        entries: list[_Entry] = []
+        for source in sources:
+            if _is_layout(source):
+                entries += _layout_entries(source)
+            else:
+                entries += _registry_entries(source, registries)
+        merged = _merge(entries, prefer)
+        _copy_children(merged, target, registries)
+        index = Index.build([e.descriptor for e in merged], annotations)
+        client = registries.client(target.registry)
+        client.put_manifest(
+            target.repository, str(index.digest), index.raw, index.media_type
+        )
+        if target.tag:
+            client.put_manifest(target.repository, target.tag, index.raw, mt.OCI_INDEX)
+    click.echo(str(index.digest))
 
 
 def register(group: click.Group) -> None:
-    """Add this area's commands to ``group``."""
-    del group
+    """Add run, emulation and index to ``group``."""
+    group.add_command(run)
+    group.add_command(emulation_group)
+    group.add_command(index_group)
