@@ -92,7 +92,8 @@ _DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     EOFError,
     zlib.error,
-    IsalError,
+    # isal's stub declares IsalError as an instance; it is the class.
+    cast("type[BaseException]", IsalError),
     zstandard.ZstdError,
 )
 
