@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from testbed import Testbed, missing, qemu_status
+from testbed import InputError, Testbed, busybox_roots, missing, qemu_status
 from testbed.tools import ToolError
 
 pytestmark = pytest.mark.registry
@@ -436,3 +436,16 @@ def test_attach_treats_a_broken_state_file_as_no_test_bed(tmp_path, content):
     state_file.write_text(content)
     assert Testbed.attach(state_file) is None
     assert Testbed.attach(tmp_path / "absent.json") is None
+
+
+def test_busybox_fetch_failure_is_an_input_error_naming_the_step(tmp_path, monkeypatch):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    apt = fake_bin / "apt-get"
+    apt.write_text("#!/bin/sh\necho 'E: no sources reachable' >&2\nexit 100\n")
+    apt.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(InputError, match=r"apt-get update failed: .*no sources"):
+        busybox_roots(["arm64"])
+    assert not (tmp_path / "cache/platforge-testbed/busybox/arm64").exists()
