@@ -101,6 +101,21 @@ _TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=120.0)
 BlobOpener = Callable[[], contextlib.AbstractContextManager[IO[bytes]]]
 
 
+class _Session(NamedTuple):
+    """An open upload: where to send it, and the smallest chunk it accepts."""
+
+    location: str
+    min_chunk: int
+
+
+def _session(response: httpx.Response) -> _Session | None:
+    location = response.headers.get("location")
+    if not location:
+        return None
+    minimum = response.headers.get("oci-chunk-min-length", "")
+    return _Session(str(location), int(minimum) if minimum.isdigit() else 0)
+
+
 class _Upload(NamedTuple):
     repository: str
     scopes: tuple[str, ...]
@@ -440,18 +455,20 @@ class RegistryClient:
         *,
         mount_from: str | None = None,
         progress: ProgressFn | None = None,
+        check: bool = True,
     ) -> str:
         """Make ``repository`` hold the blob; return ``exists``/``mounted``/``pushed``.
 
         ``opener`` opens the blob's bytes from the start (it may be called again on a
         retry). ``mount_from`` names a repository of this registry holding the blob.
+        ``check=False`` skips the ``HEAD`` when the caller just asked it.
         """
         describe = f"push blob {digest} to {self.registry}/{repository}"
-        if self.blob_size(repository, digest) is not None:
+        if check and self.blob_size(repository, digest) is not None:
             return "exists"
 
         scopes = (push_scope(repository),)
-        location: str | None = None
+        location: _Session | None = None
         if mount_from and mount_from != repository:
             mount_scopes = (push_scope(repository), pull_scope(mount_from))
             response = self._call(
@@ -467,7 +484,7 @@ class RegistryClient:
             if response.status_code != 202:
                 raise self._error(response, f"mount blob {digest} into", repository)
             # The registry declined the mount and opened an upload session.
-            location = response.headers.get("location")
+            location = _session(response)
 
         upload = _Upload(repository, scopes, digest, size, opener, progress)
 
@@ -483,27 +500,27 @@ class RegistryClient:
 
         return retry_call(attempt, self.retry, describe)
 
-    def _initiate_upload(self, repository: str, scopes: tuple[str, ...]) -> str:
+    def _initiate_upload(self, repository: str, scopes: tuple[str, ...]) -> _Session:
         response = self._send(
             "POST", self._url(f"/v2/{repository}/blobs/uploads/"), scopes
         )
         if response.status_code != 202:
             raise self._error(response, "start blob upload to", repository)
-        location = response.headers.get("location")
-        if not location:
+        session = _session(response)
+        if session is None:
             raise RegistryError(
                 f"registry {self.registry} opened an upload to {repository} without a "
                 "Location header; the registry is not OCI compliant"
             )
-        return str(location)
+        return session
 
     def _absolute(self, location: str | httpx.URL) -> httpx.URL:
         return httpx.URL(self.ping()).join(location)
 
-    def _upload_monolithic(self, upload: _Upload, location: str) -> bool:
+    def _upload_monolithic(self, upload: _Upload, session: _Session) -> bool:
         """``PUT`` the whole blob; return True when the registry wants chunks."""
         repository, scopes, digest, size, opener, progress = upload
-        url = self._absolute(location).copy_merge_params({"digest": digest})
+        url = self._absolute(session.location).copy_merge_params({"digest": digest})
         with opener() as source:
             response = self._send(
                 "PUT",
@@ -522,10 +539,10 @@ class RegistryClient:
             return True
         raise self._error(response, f"push blob {digest} to", repository)
 
-    def _upload_chunked(self, upload: _Upload, location: str) -> None:
+    def _upload_chunked(self, upload: _Upload, session: _Session) -> None:
         repository, scopes, digest, size, opener, progress = upload
-        chunk = self.chunk_size or DEFAULT_CHUNK_UPLOAD
-        url = self._absolute(location)
+        chunk = max(self.chunk_size or DEFAULT_CHUNK_UPLOAD, session.min_chunk)
+        url = self._absolute(session.location)
         offset = 0
         with opener() as source:
             while offset < size:

@@ -336,6 +336,7 @@ def _push_plan(
             lambda: source.open_blob(blob),
             mount_from=mount_from,
             progress=progress,
+            check=False,
         )
         emit(progress, BlobEvent("done", digest, blob.size, action))
         return action

@@ -1,0 +1,324 @@
+"""The protocol client: retries, error messages, pagination, upload fallbacks, TLS.
+
+Most tests here talk to a *fake*: a tiny scripted HTTP server of our own on
+127.0.0.1 that answers with the statuses a test needs (503 then 200, 429 with
+Retry-After, 413 on a monolithic PUT, a short Range). No real registry can be made
+to fail on cue, so this is the one place a fake stands in. TLS tests use the test
+bed's real TLS registry.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from platforge.errors import (
+    AuthError,
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+    TransportError,
+)
+from platforge.registry.client import RegistryClient
+from platforge.registry.retry import RetryPolicy, parse_retry_after
+
+FAST = RetryPolicy(attempts=4, base=0.01, max_delay=2.0, max_total=5.0)
+MANIFEST = (
+    b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
+)
+MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+
+
+class Script:
+    """Answers per (method, path prefix): a list consumed in order, last repeats."""
+
+    def __init__(self):
+        self.routes = []
+        self.log = []
+        self.bodies = []
+
+    def on(self, method, prefix, *answers):
+        self.routes.append((method, prefix, list(answers)))
+
+    def answer(self, method, path):
+        # The longest matching prefix wins, so "/v2/" does not shadow the rest.
+        routes = sorted(self.routes, key=lambda route: -len(route[1]))
+        for route_method, prefix, answers in routes:
+            if route_method == method and path.startswith(prefix):
+                return answers.pop(0) if len(answers) > 1 else answers[0]
+        return (404, {}, b'{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}')
+
+
+@pytest.fixture
+def fake():
+    """A scripted loopback HTTP server (a fake registry; see the module docstring)."""
+    script = Script()
+    script.on("GET", "/v2/", (200, {}, b"{}"))
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _handle(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            script.log.append((self.command, self.path, dict(self.headers)))
+            script.bodies.append(body)
+            status, headers, payload = script.answer(self.command, self.path)
+            if callable(payload):
+                payload = payload(self)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    script.host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        yield script
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _manifest_ok():
+    return (
+        200,
+        {
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+            "Docker-Content-Digest": MANIFEST_DIGEST,
+        },
+        MANIFEST,
+    )
+
+
+def test_503_then_ok_is_retried(fake):
+    fake.on("GET", "/v2/a/manifests/", (503, {}, b""), (503, {}, b""), _manifest_ok())
+    with RegistryClient(fake.host, retry=FAST) as client:
+        info = client.get_manifest("a", "v1")
+    assert info.digest == MANIFEST_DIGEST
+    assert [m for m, p, _ in fake.log if "/manifests/" in p] == ["GET"] * 3
+
+
+def test_429_waits_as_long_as_retry_after_says(fake):
+    fake.on("GET", "/v2/a/manifests/", (429, {"Retry-After": "1"}, b""), _manifest_ok())
+    started = time.monotonic()
+    with RegistryClient(fake.host, retry=FAST) as client:
+        client.get_manifest("a", "v1")
+    assert time.monotonic() - started >= 0.95
+
+
+def test_retry_after_beyond_the_total_bound_gives_up_at_once(fake):
+    fake.on("GET", "/v2/a/manifests/", (429, {"Retry-After": "3600"}, b""))
+    policy = RetryPolicy(attempts=5, base=0.01, max_delay=30, max_total=1.0)
+    started = time.monotonic()
+    with (
+        RegistryClient(fake.host, retry=policy) as client,
+        pytest.raises(RegistryError) as info,
+    ):
+        client.get_manifest("a", "v1")
+    assert time.monotonic() - started < 1.0
+    assert "429" in str(info.value)
+    assert fake.host in str(info.value)
+
+
+def test_persistent_5xx_ends_in_one_line_error_after_the_last_try(fake):
+    fake.on("GET", "/v2/a/manifests/", (500, {}, b'{"errors":[{"code":"X"}]}'))
+    with (
+        RegistryClient(fake.host, retry=FAST) as client,
+        pytest.raises(RegistryError) as info,
+    ):
+        client.get_manifest("a", "v1")
+    message = str(info.value)
+    assert "after 4 tries" in message
+    assert "\n" not in message
+    assert "pull manifest v1" in message
+    assert len([p for _, p, _ in fake.log if "/manifests/" in p]) == 4
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(404, NotFoundError), (400, RegistryError), (403, AuthError), (401, AuthError)],
+)
+def test_client_errors_are_never_retried(fake, status, error):
+    fake.on("GET", "/v2/a/manifests/", (status, {}, b""))
+    with RegistryClient(fake.host, retry=FAST) as client, pytest.raises(error):
+        client.get_manifest("a", "v1")
+    assert len([p for _, p, _ in fake.log if "/manifests/" in p]) == 1
+
+
+def test_401_says_how_to_log_in(fake):
+    challenge = {"WWW-Authenticate": 'Basic realm="r"'}
+    fake.on("GET", "/v2/a/manifests/", (401, challenge, b""))
+    with RegistryClient(fake.host, retry=FAST) as client, pytest.raises(AuthError) as e:
+        client.get_manifest("a", "v1")
+    assert f"run `platforge login {fake.host}`" in str(e.value)
+    assert "no credentials found" in str(e.value)
+
+
+def test_connection_refused_is_retried_then_reported(fake):
+    with RegistryClient("127.0.0.1:9", retry=FAST) as client:
+        with pytest.raises(TransportError) as info:
+            client.get_manifest("a", "v1")
+    assert "127.0.0.1:9" in str(info.value)
+    assert "after 4 tries" in str(info.value)
+
+
+def test_manifest_with_wrong_digest_is_refused(fake):
+    wrong = "sha256:" + "0" * 64
+    fake.on(
+        "GET",
+        "/v2/a/manifests/",
+        (200, {"Docker-Content-Digest": wrong, "Content-Type": "x"}, MANIFEST),
+    )
+    with RegistryClient(fake.host, retry=FAST) as client:
+        with pytest.raises(DigestMismatchError, match="corrupt"):
+            client.get_manifest("a", "v1")
+
+
+def test_manifest_get_sends_the_full_accept_list(fake):
+    fake.on("GET", "/v2/a/manifests/", _manifest_ok())
+    with RegistryClient(fake.host) as client:
+        client.get_manifest("a", "v1")
+    accept = next(h for m, p, h in fake.log if "/manifests/" in p)["Accept"]
+    for media_type in (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ):
+        assert media_type in accept
+
+
+def test_tags_follow_link_headers(fake):
+    fake.on(
+        "GET",
+        "/v2/a/tags/list?n=2&last=b",
+        (200, {}, json.dumps({"name": "a", "tags": ["c"]}).encode()),
+    )
+    fake.on(
+        "GET",
+        "/v2/a/tags/list",
+        (
+            200,
+            {"Link": '</v2/a/tags/list?n=2&last=b>; rel="next"'},
+            json.dumps({"name": "a", "tags": ["a", "b"]}).encode(),
+        ),
+    )
+    with RegistryClient(fake.host) as client:
+        assert client.list_tags("a", page_size=2) == ["a", "b", "c"]
+
+
+def _blob(size):
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _upload_routes(fake, *patches, min_chunk="0"):
+    fake.on("HEAD", "/v2/a/blobs/", (404, {}, b""))
+    fake.on(
+        "POST",
+        "/v2/a/blobs/uploads/",
+        (
+            202,
+            {"Location": "/v2/a/blobs/uploads/u1", "OCI-Chunk-Min-Length": min_chunk},
+            b"",
+        ),
+    )
+    fake.on(
+        "PATCH",
+        "/v2/a/blobs/uploads/u1",
+        *[
+            (202, {"Location": "/v2/a/blobs/uploads/u1", "Range": r}, b"")
+            for r in patches
+        ],
+    )
+
+
+def test_monolithic_put_refused_as_too_large_falls_back_to_chunks(fake):
+    data, digest = _blob(10_000)
+    _upload_routes(fake, "0-9999")
+    # The monolithic PUT is refused; the PUT that ends the chunked upload is not.
+    fake.on("PUT", "/v2/a/blobs/uploads/u1?digest", (413, {}, b""), (201, {}, b""))
+    with RegistryClient(fake.host, retry=FAST) as client:
+        action = client.upload_blob(
+            "a", digest, len(data), lambda: contextlib.nullcontext(io.BytesIO(data))
+        )
+    assert action == "pushed"
+    methods = [m for m, p, _ in fake.log if "/blobs/" in p]
+    assert methods == ["HEAD", "POST", "PUT", "POST", "PATCH", "PUT"]
+    patch_body = fake.bodies[[m for m, _, _ in fake.log].index("PATCH")]
+    assert patch_body == data
+
+
+def test_chunks_honour_min_length_and_resume_from_the_reported_range(fake):
+    data, digest = _blob(10_000)
+    # The server keeps one byte less than it got, twice: the client resends it.
+    _upload_routes(fake, "0-3998", "0-7997", "0-9999", min_chunk="4000")
+    fake.on("PUT", "/v2/a/blobs/uploads/u1?digest", (201, {}, b""))
+    with RegistryClient(fake.host, retry=FAST, chunk_size=1000) as client:
+        client.upload_blob(
+            "a", digest, len(data), lambda: contextlib.nullcontext(io.BytesIO(data))
+        )
+    ranges = [h["Content-Range"] for m, _, h in fake.log if m == "PATCH"]
+    assert ranges == ["0-3999", "3999-7998", "7998-9999"]
+    bodies = [
+        b for (m, _, _), b in zip(fake.log, fake.bodies, strict=True) if m == "PATCH"
+    ]
+    assert bodies == [data[0:4000], data[3999:7999], data[7998:]]
+
+
+def test_plain_http_is_allowed_only_for_loopback_or_insecure_registries():
+    assert RegistryClient("127.0.0.1:5000").plain_http_allowed
+    assert RegistryClient("localhost:5000").plain_http_allowed
+    assert not RegistryClient("registry.example:5000").plain_http_allowed
+    assert RegistryClient("registry.example:5000", insecure=True).plain_http_allowed
+    assert RegistryClient("docker.io").host == "registry-1.docker.io"
+
+
+@pytest.mark.registry
+def test_tls_registry_without_its_ca_is_refused_with_a_hint(registry_tls):
+    with RegistryClient(registry_tls.host, retry=FAST) as client:
+        with pytest.raises(TransportError) as info:
+            client.list_tags("x")
+    assert "--ca-file" in str(info.value)
+    assert registry_tls.host in str(info.value)
+
+
+@pytest.mark.registry
+def test_tls_registry_is_verified_with_a_ca_file_or_pem_strings(registry_tls):
+    for options in (
+        {"ca_file": registry_tls.ca_file},
+        {"ca_certs": (registry_tls.ca_file.read_text(),)},
+        {"insecure": True},
+    ):
+        with RegistryClient(registry_tls.host, **options) as client:
+            assert client.ping() == f"https://{registry_tls.host}"
+            with pytest.raises(NotFoundError):
+                client.get_manifest("nothing/here", "v1")
+
+
+def test_parse_retry_after_handles_seconds_and_dates():
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    when = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert parse_retry_after(when, now=1445412470.0) == pytest.approx(10.0)
