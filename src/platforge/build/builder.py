@@ -1,0 +1,570 @@
+"""The build: every platform of a Dockerfile into one image index.
+
+``run_build(request)`` is what :func:`platforge.build.build` calls:
+
+1. parse the Dockerfile once and resolve a plan per platform
+   (:mod:`platforge.dockerfile.plan`); stages whose key is the same on every
+   platform are built once and shared;
+2. build the platforms in parallel threads, each stage step by step: metadata
+   steps edit the config (:mod:`.steps`), COPY/ADD write a layer straight from
+   their sources (:mod:`.copy_step`), RUN runs in the sandbox (:mod:`.run_step`);
+3. before running a step, look its cache key up in the store: the key hashes the
+   state before the step (config and layers), the expanded instruction, its
+   environment and build args, and the content of every file it reads; a hit
+   reuses the recorded state, so a rebuild of an unchanged context runs no step;
+4. write configs, manifests and the index into the store (:mod:`.output`), then
+   each output: layout, archives, pushes, and the ``digest`` file.
+
+Only RUN needs a sandbox or an unpacked filesystem (and ``COPY --from``, which
+reads another stage's files); a Dockerfile of metadata steps and COPY/ADD from
+the context builds with no privilege for any platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from platforge import platforms
+from platforge.build import output
+from platforge.build.base import BaseResolver
+from platforge.build.context import FileHasher, SourceTree, join_dest
+from platforge.build.copy_step import UrlFetcher, plan_copy, write_copy
+from platforge.build.image import ImageState, ImageTree, empty_state
+from platforge.build.request import BuildEvent, BuildRequest, BuildResult
+from platforge.build.snapshot import LayerOptions, write_entries
+from platforge.build.steps import METADATA_KEYWORDS, apply_metadata
+from platforge.build.store import Store, default_store_path
+from platforge.dockerfile import dockerignore, parser, shell
+from platforge.dockerfile import plan as planner
+from platforge.errors import BuildError
+from platforge.oci import compression as codec
+from platforge.oci.layer import Entry
+
+if TYPE_CHECKING:
+    from platforge.build.request import EventKind
+    from platforge.dockerfile.plan import FromRef, Plan, Stage, Step
+    from platforge.platforms import Platform
+
+__all__ = ["BuildSession", "run_build"]
+
+log = logging.getLogger("platforge.build")
+
+# Keys of the cache records change when this does: bump it when a step's result
+# for the same inputs changes (new history text, new layer rules).
+_CACHE_VERSION = "1"
+
+
+def _epoch(request: BuildRequest) -> int | None:
+    text = request.build_args.get("SOURCE_DATE_EPOCH") or os.environ.get(
+        "SOURCE_DATE_EPOCH"
+    )
+    if not text:
+        return None
+    if not text.isdigit():
+        raise BuildError(
+            f"SOURCE_DATE_EPOCH={text!r} is not a number of seconds; "
+            "set it to e.g. $(git log -1 --format=%ct)"
+        )
+    return int(text)
+
+
+def _created(epoch: int | None) -> str:
+    seconds = epoch if epoch is not None else int(time.time())
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+class BuildSession:
+    """One build in progress: shared by the threads of its platforms."""
+
+    def __init__(self, request: BuildRequest) -> None:
+        self.request = request
+        self.store = Store(request.store or default_store_path())
+        self.epoch = _epoch(request)
+        self.options = LayerOptions(
+            codec.Compression.ZSTD
+            if request.compression == "zstd"
+            else codec.Compression.GZIP,
+            self.epoch,
+        )
+        self.bases = BaseResolver(
+            self.store,
+            insecure_registries=request.insecure_registries,
+            registry_mirrors=request.registry_mirrors,
+        )
+        self.hasher = FileHasher(self.store.own / "file-hashes.json")
+        self.urls = UrlFetcher(self.store.tmp / f"urls-{os.getpid()}")
+        self._lock = threading.Lock()
+        self._stages: dict[str, Future[ImageState]] = {}
+        self._context_tree: SourceTree | None = None
+        self.steps_run = 0
+        self.steps_cached = 0
+
+    # -- events ----------------------------------------------------------------
+
+    def emit(
+        self,
+        kind: EventKind,
+        message: str,
+        *,
+        platform: str | None = None,
+        stage: str | None = None,
+        step: int | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        log.debug("%s %s %s", kind, platform or "", message)
+        if self.request.progress is not None:
+            self.request.progress(
+                BuildEvent(kind, message, platform, stage, step, seconds)
+            )
+
+    # -- inputs ------------------------------------------------------------------
+
+    def dockerfile_path(self) -> Path:
+        if self.request.dockerfile is not None:
+            return self.request.dockerfile
+        return self.request.context / "Dockerfile"
+
+    def context_tree(self) -> SourceTree:
+        with self._lock:
+            if self._context_tree is None:
+                ignore = dockerignore.load(self.request.context, self.dockerfile_path())
+                self._context_tree = SourceTree(self.request.context, ignore)
+            return self._context_tree
+
+    # -- stages ------------------------------------------------------------------
+
+    def stage(self, plan: Plan, stage: Stage) -> ImageState:
+        """The state at the end of ``stage``, built once per stage key."""
+        key = stage.key or f"{platforms.format(plan.target_platform)}#{stage.index}"
+        with self._lock:
+            future = self._stages.get(key)
+            owner = future is None
+            if future is None:
+                future = Future()
+                self._stages[key] = future
+        if not owner:
+            return future.result().clone()
+        try:
+            state = self._build_stage(plan, stage)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        future.set_result(state)
+        return state.clone()
+
+    def _stage_by_index(self, plan: Plan, index: int) -> Stage:
+        for candidate in plan.stages:
+            if candidate.index == index:
+                return candidate
+        raise BuildError(f"stage {index} is not part of the plan; check --target")
+
+    def _named_context(self, name: str) -> str | None:
+        return self.request.build_contexts.get(name)
+
+    def _start(self, plan: Plan, stage: Stage) -> ImageState:
+        base = stage.base
+        if base.kind == "scratch":
+            return empty_state(stage.platform)
+        if base.kind == "stage" and base.stage_index is not None:
+            parent = self.stage(plan, self._stage_by_index(plan, base.stage_index))
+            parent.cmd_set = False
+            return parent
+        ref = base.ref
+        if base.kind == "context":
+            source = self._named_context(ref)
+            if source is None:
+                raise BuildError(f"FROM {ref}: no --build-context named {ref!r}")
+            if not source.startswith(("docker-image://", "oci-layout://")):
+                return self._state_from_directory(Path(source), stage.platform)
+            ref = source
+        self.emit("info", f"resolving {ref}", platform=platforms.format(stage.platform))
+        return self.bases.image(ref, stage.platform)
+
+    def _state_from_directory(self, root: Path, platform: Platform) -> ImageState:
+        state = empty_state(platform)
+        items = SourceTree(root, None, name=f"context {root}").select(["."], "/")
+        layer = write_entries(
+            self.store,
+            _copy_items_entries(items, self.options.epoch),
+            self.options,
+        )
+        state.add_layer(layer)
+        state.add_history(f"COPY {root} /", _created(self.epoch), empty_layer=False)
+        return state
+
+    def _build_stage(self, plan: Plan, stage: Stage) -> ImageState:
+        platform = platforms.format(plan.target_platform)
+        name = stage.name or str(stage.index)
+        state = self._start(plan, stage)
+        triggers = list(state.run_config.get("OnBuild") or [])
+        if triggers and stage.base.kind != "stage":
+            state.run_config["OnBuild"] = None
+            for step in self._trigger_steps(triggers, state):
+                state = self.step(plan, stage, state, step, 0)
+        elif triggers:
+            state.run_config["OnBuild"] = None
+        for number, step in enumerate(stage.steps, start=1):
+            started = time.monotonic()
+            self.emit(
+                "start",
+                f"[{name} {number}/{len(stage.steps)}] {step.instruction.original}",
+                platform=platform,
+                stage=name,
+                step=number,
+            )
+            state = self.step(plan, stage, state, step, number)
+            self.emit(
+                "done",
+                f"[{name} {number}/{len(stage.steps)}] {step.keyword}",
+                platform=platform,
+                stage=name,
+                step=number,
+                seconds=time.monotonic() - started,
+            )
+        return state
+
+    def _trigger_steps(self, triggers: list[str], state: ImageState) -> list[Step]:
+        """ONBUILD triggers of the base image, as steps of this stage."""
+        parsed = parser.parse("\n".join(triggers) + "\n", filename="ONBUILD")
+        env = state.env()
+        steps = []
+        for instruction in parsed.instructions:
+            keyword = instruction.keyword
+            if keyword in {"RUN", "CMD", "ENTRYPOINT", "SHELL", "ONBUILD"}:
+                args = list(instruction.args)
+            else:
+                args = [
+                    shell.expand(w, env, escape=parsed.escape) for w in instruction.args
+                ]
+            flags: dict[str, str] = {}
+            lists: dict[str, list[str]] = {}
+            for flag, value in instruction.flags:
+                text = shell.expand(value or "", env, escape=parsed.escape)
+                flags[flag] = text
+                lists.setdefault(flag, []).append(text)
+            steps.append(
+                planner.Step(
+                    instruction=instruction,
+                    keyword=keyword,
+                    args=args,
+                    flags=flags,
+                    flag_lists=lists,
+                    heredocs=list(instruction.heredocs),
+                    env=[f"{k}={v}" for k, v in env.items()],
+                    line=instruction.start_line,
+                    copy_from=(
+                        planner.FromRef("image", flags["from"])
+                        if "from" in flags
+                        else None
+                    ),
+                )
+            )
+        return steps
+
+    # -- steps -------------------------------------------------------------------
+
+    def _step_key(
+        self, stage: Stage, state: ImageState, step: Step, content: str
+    ) -> str:
+        body: dict[str, Any] = {
+            "v": _CACHE_VERSION,
+            "parent": state.state_id(),
+            "keyword": step.keyword,
+            "args": step.args,
+            "json": step.instruction.json_form,
+            "flags": step.flags,
+            "lists": step.flag_lists,
+            "heredocs": [
+                [d.name, d.content, d.expand, d.chomp_tabs] for d in step.heredocs
+            ],
+            "env": step.env,
+            "content": content,
+            "compression": self.options.compression.value,
+            "epoch": self.epoch,
+        }
+        if step.keyword == "RUN":
+            body["build_args"] = step.build_args
+            body["platform"] = platforms.format(stage.platform)
+            body["extra_hosts"] = self.request.extra_hosts
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def step(
+        self, plan: Plan, stage: Stage, state: ImageState, step: Step, number: int
+    ) -> ImageState:
+        keyword = step.keyword
+        if keyword in METADATA_KEYWORDS:
+            # Config edits cost less than a cache lookup; they are always applied.
+            new = state.clone()
+            created_by = apply_metadata(new, step)
+            new.add_history(created_by, _created(self.epoch), empty_layer=True)
+            return new
+        if keyword == "WORKDIR":
+            return self._workdir(state, step)
+        if keyword in {"COPY", "ADD"}:
+            return self._copy(plan, stage, state, step)
+        if keyword == "RUN":
+            return self._run(plan, stage, state, step, number)
+        raise BuildError(
+            f"{step.instruction.original.strip()}: {keyword} is not an instruction "
+            "platforge can build"
+        )
+
+    def _cached(self, key: str) -> ImageState | None:
+        if self.request.no_cache:
+            return None
+        record = self.store.cache_get(key)
+        if record is None:
+            return None
+        with self._lock:
+            self.steps_cached += 1
+        return ImageState.from_record(record)
+
+    def _remember(self, key: str, state: ImageState) -> None:
+        with self._lock:
+            self.steps_run += 1
+        self.store.cache_put(key, state.to_record())
+
+    def _workdir(self, state: ImageState, step: Step) -> ImageState:
+        new = state.clone()
+        current = str(new.run_config.get("WorkingDir") or "/")
+        path = join_dest(current, step.args[0] if step.args else "/").rstrip("/") or "/"
+        new.run_config["WorkingDir"] = path
+        tree = ImageTree.of(self.store, new.layers)
+        if path == "/" or tree.is_dir(path):
+            new.add_history(f"WORKDIR {path}", _created(self.epoch), empty_layer=True)
+            return new
+        key = self._step_key_simple(state, f"WORKDIR {path}")
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        parts = path.strip("/").split("/")
+        entries = []
+        for i in range(1, len(parts) + 1):
+            name = "/".join(parts[:i])
+            existing = tree.mode_of(name)
+            mode, uid, gid = existing or (0o755, 0, 0)
+            entries.append(
+                Entry.directory(
+                    name, mode=mode, uid=uid, gid=gid, mtime=self.epoch or 0
+                )
+            )
+        new.add_layer(write_entries(self.store, entries, self.options))
+        new.add_history(f"WORKDIR {path}", _created(self.epoch), empty_layer=False)
+        self._remember(key, new)
+        return new
+
+    def _step_key_simple(self, state: ImageState, text: str) -> str:
+        body = f"{_CACHE_VERSION}\0{state.state_id()}\0{text}\0{self.epoch}\0"
+        body += self.options.compression.value
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def created(self) -> str:
+        """The ``created`` time of history entries and configs of this build."""
+        return _created(self.epoch)
+
+    def source_named(self, plan: Plan, stage: Stage, name: str) -> SourceTree:
+        """The tree ``RUN --mount=from=NAME`` reads: a stage, context or image."""
+        for candidate in plan.stages:
+            if candidate.name == name or str(candidate.index) == name:
+                return self._source_for(
+                    plan, stage, planner.FromRef("stage", name, candidate.index)
+                )
+        if name in self.request.build_contexts:
+            return self._source_for(plan, stage, planner.FromRef("context", name))
+        return self._source_for(plan, stage, planner.FromRef("image", name))
+
+    def _source_for(self, plan: Plan, stage: Stage, ref: FromRef | None) -> SourceTree:
+        if ref is None:
+            return self.context_tree()
+        if ref.kind == "context":
+            source = self._named_context(ref.ref)
+            if source is not None and not source.startswith(
+                ("docker-image://", "oci-layout://")
+            ):
+                return SourceTree(Path(source), None, name=f"context {ref.ref}")
+            image = self.bases.image(source or ref.ref, stage.platform)
+            return self._materialize(image, ref.ref)
+        if ref.kind == "stage" and ref.stage_index is not None:
+            state = self.stage(plan, self._stage_by_index(plan, ref.stage_index))
+            return self._materialize(state, f"stage {ref.ref}")
+        image = self.bases.image(ref.ref, stage.platform)
+        return self._materialize(image, ref.ref)
+
+    def _materialize(self, state: ImageState, name: str) -> SourceTree:
+        from platforge.build import filesystem  # noqa: PLC0415 - only COPY --from
+
+        root = filesystem.flat_tree(self.store, state.layers)
+        return SourceTree(root, None, name=name)
+
+    def _copy(
+        self, plan: Plan, stage: Stage, state: ImageState, step: Step
+    ) -> ImageState:
+        source = self._source_for(plan, stage, step.copy_from)
+        tree = ImageTree.of(self.store, state.layers)
+        with self.store.scratch_dir("heredoc-") as scratch:
+            copy_plan = plan_copy(
+                step,
+                state,
+                tree=tree,
+                source=source,
+                scratch=scratch,
+                hasher=self.hasher,
+                urls=self.urls,
+            )
+            key = self._step_key(stage, state, step, copy_plan.content_key)
+            cached = self._cached(key)
+            if cached is not None:
+                self.emit(
+                    "cached",
+                    f"{step.keyword} (cached)",
+                    platform=platforms.format(stage.platform),
+                )
+                return cached
+            layer = write_copy(self.store, copy_plan, tree=tree, options=self.options)
+        new = state.clone()
+        new.add_layer(layer)
+        flags = " ".join(f"--{k}={v}" if v else f"--{k}" for k, v in step.flags.items())
+        words = " ".join(step.args)
+        created_by = f"{step.keyword} {flags + ' ' if flags else ''}{words} # platforge"
+        new.add_history(created_by, _created(self.epoch), empty_layer=False)
+        self._remember(key, new)
+        return new
+
+    def _run(
+        self, plan: Plan, stage: Stage, state: ImageState, step: Step, number: int
+    ) -> ImageState:
+        from platforge.build import run_step  # noqa: PLC0415 - the sandbox is heavy
+
+        key = self._step_key(
+            stage, state, step, run_step.content_key(self, plan, stage, step)
+        )
+        cached = self._cached(key)
+        if cached is not None:
+            self.emit(
+                "cached", "RUN (cached)", platform=platforms.format(stage.platform)
+            )
+            return cached
+        new: ImageState = run_step.execute(
+            self, plan=plan, stage=stage, state=state, step=step, number=number
+        )
+        self._remember(key, new)
+        return new
+
+    # -- the whole build ---------------------------------------------------------
+
+    def run(self) -> BuildResult:
+        path = self.dockerfile_path()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BuildError(
+                f"cannot read Dockerfile {path}: {exc.strerror}; pass -f FILE"
+            ) from None
+        dockerfile = parser.parse(text, filename=str(path))
+        wanted = self.request.platforms or [platforms.host()]
+        multi = planner.resolve_all(
+            dockerfile,
+            wanted,
+            build_args=self.request.build_args,
+            target=self.request.target,
+            named_contexts=list(self.request.build_contexts),
+        )
+        for name in sorted(multi.unused_build_args):
+            log.warning("build argument %s was not used by the Dockerfile", name)
+        started = time.monotonic()
+        try:
+            images = self._build_platforms(wanted, multi.plans)
+        finally:
+            self.hasher.save()
+            self.bases.close()
+        self.emit(
+            "info",
+            f"built {len(images)} platform(s): {self.steps_run} step(s) run, "
+            f"{self.steps_cached} from cache",
+            seconds=time.monotonic() - started,
+        )
+        labels = self.request.labels
+        for _, state in images:
+            if labels:
+                merged = dict(state.run_config.get("Labels") or {})
+                merged.update(labels)
+                state.run_config["Labels"] = merged
+        assembled = output.assemble(self.store, images, epoch=self.epoch)
+        return self._outputs(assembled)
+
+    def _build_platforms(
+        self, wanted: list[Platform], plans: dict[str, Plan]
+    ) -> list[tuple[Platform, ImageState]]:
+        ordered = [(p, plans[platforms.format(p)]) for p in wanted]
+        if len(ordered) == 1:
+            platform, plan = ordered[0]
+            return [(platform, self.stage(plan, plan.target))]
+        with ThreadPoolExecutor(max_workers=len(ordered)) as pool:
+            futures = [
+                (p, pool.submit(self.stage, plan, plan.target)) for p, plan in ordered
+            ]
+            return [(p, f.result()) for p, f in futures]
+
+    def _outputs(self, assembled: output.Assembled) -> BuildResult:
+        request = self.request
+        root = assembled.root
+        ref_name = output.ref_name_for(request.tags)
+        layout: Path | None = None
+        for out in request.outputs:
+            if out.type == "registry":
+                continue
+            if out.dest is None:
+                raise BuildError(f"--output type={out.type} needs dest=PATH")
+            if out.type == "oci":
+                output.write_oci_layout(self.store, root, out.dest, ref_name)
+                layout = layout or out.dest
+            elif out.type == "oci-tar":
+                output.write_oci_archive(self.store, root, out.dest, ref_name)
+            elif out.type == "docker":
+                output.write_docker_archive(self.store, root, out.dest, request.tags)
+            output.write_digest_file(out.dest, root.digest)
+            self.emit("info", f"wrote {out.type} output to {out.dest}")
+        if request.push or any(o.type == "registry" for o in request.outputs):
+            self._push(root)
+        return BuildResult(
+            descriptor=root,
+            digest=root.digest,
+            manifests=assembled.manifests,
+            layout=layout,
+        )
+
+    def _push(self, root: Any) -> None:
+        from platforge.oci.layout import Layout  # noqa: PLC0415
+        from platforge.registry.copy import Registries, push_layout  # noqa: PLC0415
+        from platforge.registry.reference import Reference  # noqa: PLC0415
+
+        if not self.request.tags:
+            raise BuildError("--push needs at least one -t REGISTRY/REPOSITORY[:TAG]")
+        store_layout = Layout.open(self.store.path)
+        with Registries(insecure=frozenset(self.request.insecure_registries)) as regs:
+            for tag in self.request.tags:
+                reference = Reference.parse(tag)
+                name = str(reference)
+                store_layout.add_ref(root, name)
+                self.emit("info", f"pushing {name}")
+                push_layout(self.store.path, reference, registries=regs, name=name)
+
+
+def _copy_items_entries(items: list[Any], epoch: int | None) -> Any:
+    from platforge.build.snapshot import copy_entries  # noqa: PLC0415
+
+    return copy_entries(items, tree=None, owner=None, chmod=None, epoch=epoch)
+
+
+def run_build(request: BuildRequest) -> BuildResult:
+    """Build ``request`` (see the module docstring)."""
+    return BuildSession(request).run()

@@ -1,0 +1,205 @@
+"""RUN steps: a command in the sandbox, its changes as a layer.
+
+The image's layers, unpacked once each (:mod:`.filesystem`), are the lower
+directories; the sandbox (:mod:`.sandbox`) runs the command over them and leaves
+the changes in an empty upper directory, which becomes the layer
+(:func:`.snapshot.write_upper_layer`). A RUN that changes nothing adds a history
+entry marked ``empty_layer`` and no layer.
+
+What the command sees follows Docker: shell form runs through the stage's SHELL
+(``/bin/sh -c``), here-documents run as the script of that shell, the environment
+is the image's ENV plus the build args in scope (an ENV of the same name wins),
+USER and WORKDIR apply. ``--network=none`` cuts the network, the default shares
+the host's (there is no per-build network). ``--mount`` supports:
+
+* ``type=cache,target=DIR[,id=ID]`` — a directory kept in the store between
+  builds, per id (default: the target), per platform;
+* ``type=bind,target=DIR[,source=PATH][,from=STAGE|IMAGE|CONTEXT][,rw]`` —
+  read-only unless ``rw`` (whose writes are discarded);
+* ``type=tmpfs,target=DIR[,size=BYTES]``;
+* ``type=secret,id=ID[,target=PATH][,required]`` — a file from ``--secret``,
+  by default at ``/run/secrets/ID``; never part of the cache key or the layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from platforge import platforms
+from platforge.build import filesystem, sandbox
+from platforge.build.snapshot import write_upper_layer
+from platforge.build.steps import shell_of
+from platforge.errors import BuildError, StepError
+
+if TYPE_CHECKING:
+    from platforge.build.builder import BuildSession
+    from platforge.build.image import ImageState
+    from platforge.dockerfile.plan import Plan, Stage, Step
+
+__all__ = ["command_of", "content_key", "execute", "parse_mount"]
+
+log = logging.getLogger("platforge.build.run")
+
+
+def _mount_fields(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        fields[key.strip().lower()] = value.strip() if sep else "true"
+    return fields
+
+
+def command_of(state: ImageState, step: Step) -> list[str]:
+    """The argv of a RUN: exec form as is, shell form and heredocs via SHELL."""
+    if step.instruction.json_form:
+        return list(step.args)
+    text = " ".join(step.args)
+    if step.heredocs and text.strip().startswith("<<"):
+        # "RUN <<EOF" runs the here-document as the shell's script.
+        return [*shell_of(state), step.heredocs[0].content]
+    return [*shell_of(state), text]
+
+
+def _env(state: ImageState, step: Step) -> list[str]:
+    env = state.env()
+    merged = {k: v for k, v in step.build_args.items() if k not in env}
+    merged.update(env)
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def content_key(build: BuildSession, plan: Plan, stage: Stage, step: Step) -> str:
+    """What a RUN reads besides its parent: the content of its bind mounts."""
+    digest = hashlib.sha256()
+    for text in step.flag_lists.get("mount", []):
+        fields = _mount_fields(text)
+        if fields.get("type", "bind") != "bind" or "from" in fields:
+            continue
+        source = fields.get("source") or fields.get("src") or "."
+        tree = build.context_tree()
+        items = tree.select([source], "/mnt/", instruction="RUN --mount")
+        digest.update(f"{text}\0{build.hasher.items_digest(items)}\n".encode())
+    del plan, stage
+    return digest.hexdigest()
+
+
+def parse_mount(
+    build: BuildSession, plan: Plan, stage: Stage, text: str
+) -> sandbox.Mount:
+    """One ``--mount`` value as a sandbox mount."""
+    fields = _mount_fields(text)
+    kind = fields.get("type", "bind")
+    target = fields.get("target") or fields.get("dst") or fields.get("destination")
+    if kind == "secret":
+        return _secret_mount(build, fields, target)
+    if not target:
+        raise BuildError(f"RUN --mount={text}: needs target=PATH")
+    if kind == "cache":
+        ident = fields.get("id") or target
+        name = hashlib.sha256(
+            f"{ident}\0{platforms.format(stage.platform)}".encode()
+        ).hexdigest()[:32]
+        directory = build.store.own / "run-cache" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        return sandbox.Mount("cache", target, directory)
+    if kind == "tmpfs":
+        options = (f"size={fields['size']}",) if "size" in fields else ()
+        return sandbox.Mount("tmpfs", target, None, options=options)
+    if kind == "bind":
+        source_word = fields.get("source") or fields.get("src") or "."
+        from_name = fields.get("from")
+        tree = build.context_tree()
+        if from_name:
+            tree = build.source_named(plan, stage, from_name)
+        path = tree.root / source_word.lstrip("/") if source_word != "." else tree.root
+        readonly = fields.get("rw", fields.get("readwrite", "false")) != "true"
+        return sandbox.Mount("bind", target, path, readonly=readonly)
+    raise BuildError(
+        f"RUN --mount={text}: type {kind!r} is not supported; "
+        "use bind, cache, tmpfs or secret"
+    )
+
+
+def _secret_mount(
+    build: BuildSession, fields: dict[str, str], target: str | None
+) -> sandbox.Mount:
+    ident = fields.get("id") or (PurePosixPath(target).name if target else "")
+    source = build.request.secrets.get(ident)
+    if source is None:
+        if fields.get("required", "false") == "true":
+            raise BuildError(
+                f"RUN --mount=type=secret,id={ident}: no such secret; pass "
+                f"--secret id={ident},src=FILE"
+            )
+        source = Path("/dev/null")
+    return sandbox.Mount(
+        "secret", target or f"/run/secrets/{ident}", Path(source), readonly=True
+    )
+
+
+def execute(
+    build: BuildSession,
+    *,
+    plan: Plan,
+    stage: Stage,
+    state: ImageState,
+    step: Step,
+    number: int,
+) -> ImageState:
+    """Run ``step`` over ``state`` and return the state with its layer."""
+    platform = platforms.format(stage.platform)
+    lowers = filesystem.lowerdirs(build.store, state.layers)
+    argv = command_of(state, step)
+    mounts = [
+        parse_mount(build, plan, stage, text)
+        for text in step.flag_lists.get("mount", [])
+    ]
+    network: sandbox.Network = "none" if step.flags.get("network") == "none" else "host"
+    started = time.monotonic()
+
+    def show(data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            build.emit("log", line, platform=platform, step=number)
+
+    with build.store.scratch_dir("upper-") as upper:
+        spec = sandbox.RunSpec(
+            lowerdirs=lowers,
+            upperdir=upper,
+            args=argv,
+            env=_env(state, step),
+            cwd=str(state.run_config.get("WorkingDir") or "/"),
+            user=str(state.run_config.get("User") or ""),
+            platform=stage.platform,
+            network=network,
+            mounts=mounts,
+            extra_hosts=build.request.extra_hosts,
+            output=show,
+        )
+        result = sandbox.run(spec)
+        if result.exit_code != 0:
+            tail = result.output_tail.decode("utf-8", "replace").strip()
+            last = tail.splitlines()[-1] if tail else "no output"
+            raise StepError(
+                f"RUN {' '.join(step.args)[:80]!r} on {platform} exited with status "
+                f"{result.exit_code} (last output: {last[:200]}); fix the command"
+            )
+        new = state.clone()
+        empty = not any(upper.iterdir())
+        if not empty:
+            new.add_layer(write_upper_layer(build.store, upper, options=build.options))
+    prefix = ""
+    if step.build_args:
+        pairs = " ".join(f"{k}={v}" for k, v in sorted(step.build_args.items()))
+        prefix = f"|{len(step.build_args)} {pairs} "
+    created_by = f"RUN {prefix}{' '.join(argv)} # platforge"
+    new.add_history(created_by, build.created(), empty_layer=empty)
+    log.debug(
+        "RUN on %s took %.3fs in mode %s",
+        platform,
+        time.monotonic() - started,
+        result.mode,
+    )
+    return new
