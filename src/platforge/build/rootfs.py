@@ -121,7 +121,7 @@ def layer_dirs(
                     f"layer {layer.digest} of image {manifest.digest} is not in "
                     f"{layout.path}; pull the image again"
                 )
-            log.info("unpacking layer %s", layer.digest)
+            log.debug("unpacking layer %s", layer.digest)
             _unpack_one(layout, layer.digest, target, tmp)
         found.append(target)
     return found

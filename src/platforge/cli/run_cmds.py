@@ -206,9 +206,12 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
     cache = rootfs.default_cache_dir(
         None if _is_layout(image) else default_store_path()
     )
-    image_fs = rootfs.prepare(layout, manifest, cache=cache)
-    config = image_fs.config
+    config = layout.read_config(manifest.config)
     spec_platform = config.platform if config.architecture else wanted
+    if sandbox.capabilities().mode != "proot":
+        # Say what is missing before unpacking anything.
+        emulation.ensure(spec_platform)
+    image_fs = rootfs.prepare(layout, manifest, cache=cache)
     (cache / "tmp").mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".run-", dir=cache / "tmp"))
     try:

@@ -1,0 +1,270 @@
+"""`platforge run`: busybox images built here with the oci APIs, run for real.
+
+Images are OCI layouts made from the test bed's busybox-static roots (one layer with
+busybox and its applets, one layer on top), run in the real sandbox and, for foreign
+platforms, through the real QEMU binfmt handlers. The missing-emulator case is
+*simulated*: PLATFORGE_BINFMT_DIR points emulation at an empty directory, since
+unregistering the kernel's real handlers would break every other user of the host.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from platforge import platforms
+from platforge.build import rootfs
+from platforge.oci.content import ImageConfig, Manifest
+from platforge.oci.layer import Entry, entries_from_directory, write_layer
+from platforge.oci.layout import Layout
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+APPLETS = ["sh", "true", "echo", "cat", "ls", "id", "env", "pwd", "uname", "rm"]
+
+
+def busybox_tree(target: Path, busybox_root: Path) -> Path:
+    (target / "bin").mkdir(parents=True)
+    (target / "bin" / "busybox").write_bytes(
+        (busybox_root / "bin/busybox").read_bytes()
+    )
+    (target / "bin" / "busybox").chmod(0o755)
+    for applet in APPLETS:
+        (target / "bin" / applet).symlink_to("busybox")
+    (target / "etc").mkdir()
+    (target / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"
+    )
+    (target / "etc" / "group").write_text("root:x:0:\napp:x:1000:\n")
+    (target / "etc" / "motd").write_text("from the base layer\n")
+    return target
+
+
+def _add_layer(layout: Layout, entries, config: ImageConfig):
+    buffer = io.BytesIO()
+    info = write_layer(entries, buffer)
+    layout.write_blob(buffer.getvalue(), media_type=info.media_type)
+    config.json["rootfs"]["diff_ids"].append(str(info.diff_id))
+    return info.descriptor()
+
+
+def build_layout(
+    path: Path,
+    tree: Path,
+    platform: str,
+    *,
+    cmd=None,
+    entrypoint=None,
+    env=None,
+    user=None,
+    workdir=None,
+    name: str | None = "latest",
+) -> Manifest:
+    """An OCI layout at ``path`` holding one busybox image for ``platform``."""
+    layout = Layout.create(path)
+    config = ImageConfig.new(platforms.parse(platform))
+    run = config.json["config"]
+    run["Env"] = ["PATH=/bin", *(env or [])]
+    for key, value in (
+        ("Cmd", cmd),
+        ("Entrypoint", entrypoint),
+        ("User", user),
+        ("WorkingDir", workdir),
+    ):
+        if value is not None:
+            run[key] = value
+    base = _add_layer(layout, entries_from_directory(tree), config)
+    top = _add_layer(
+        layout,
+        [
+            Entry.file("hello.txt", b"hello from the top layer\n", mode=0o644),
+            Entry.whiteout("etc/motd"),
+        ],
+        config,
+    )
+    config_descriptor = layout.write_config(config)
+    manifest = Manifest.build(config_descriptor, [base, top])
+    layout.write_manifest(manifest)
+    layout.add_ref(manifest.descriptor(platforms.parse(platform)), name)
+    return manifest
+
+
+def platforge(*args: str, env: dict[str, str] | None = None, timeout: int = 120):
+    return subprocess.run(
+        [sys.executable, "-m", "platforge", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def run_env(tmp_path: Path) -> dict[str, str]:
+    store = tmp_path / "store"
+    return {"PLATFORGE_STORE": str(store), "PLATFORGE_ROOTFS": str(tmp_path / "fs")}
+
+
+@pytest.fixture(scope="module")
+def amd64_tree(busybox, tmp_path_factory) -> Path:
+    return busybox_tree(tmp_path_factory.mktemp("amd64"), busybox["amd64"])
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(
+    ("debian", "platform", "machine"),
+    [("armhf", "linux/arm/v7", "armv7l"), ("s390x", "linux/s390x", "s390x")],
+)
+def test_run_prints_the_foreign_machine(  # noqa: PLR0917 - fixtures and parameters
+    busybox, tmp_path, run_env, require_qemu, debian, platform, machine
+):
+    tree = busybox_tree(tmp_path / "tree", busybox[debian])
+    build_layout(tmp_path / "image", tree, platform, cmd=["uname", "-m"])
+    done = platforge(
+        "run", "--platform", platform, str(tmp_path / "image"), env=run_env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{machine}\n"
+
+
+def test_run_sees_every_layer_and_the_top_layers_whiteout(
+    amd64_tree, tmp_path, run_env
+):
+    build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    done = platforge(
+        "run",
+        str(tmp_path / "image"),
+        "--",
+        "sh",
+        "-c",
+        "cat /hello.txt; ls /etc",
+        env=run_env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("hello from the top layer\n")
+    assert "motd" not in done.stdout
+    assert "passwd" in done.stdout
+
+
+def test_a_failing_commands_exit_status_passes_through(amd64_tree, tmp_path, run_env):
+    build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    done = platforge(
+        "run",
+        str(tmp_path / "image"),
+        "--",
+        "sh",
+        "-c",
+        "echo oops >&2; exit 42",
+        env=run_env,
+    )
+    assert done.returncode == 42
+    assert done.stderr.endswith("oops\n")
+    assert done.stdout == ""
+
+
+def test_entrypoint_and_cmd_combine_as_docker_does(amd64_tree, tmp_path, run_env):
+    image = tmp_path / "image"
+    build_layout(
+        image,
+        amd64_tree,
+        "linux/amd64",
+        entrypoint=["echo", "entry"],
+        cmd=["default-arg"],
+    )
+    assert platforge("run", str(image), env=run_env).stdout == "entry default-arg\n"
+    overridden = platforge("run", str(image), "--", "given", env=run_env)
+    assert overridden.stdout == "entry given\n"
+    replaced = platforge("run", "--entrypoint", "pwd", str(image), env=run_env)
+    assert replaced.stdout == "/\n", "--entrypoint drops the image's Cmd"
+
+
+def test_env_user_and_workdir_follow_the_image_and_the_flags(
+    amd64_tree, tmp_path, run_env
+):
+    image = tmp_path / "image"
+    build_layout(
+        image,
+        amd64_tree,
+        "linux/amd64",
+        cmd=["sh", "-c", "echo $GREETING $EXTRA; id -u; pwd"],
+        env=["GREETING=hi"],
+        user="app",
+        workdir="/work/dir",
+    )
+    done = platforge("run", "-e", "EXTRA=there", str(image), env=run_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hi there\n1000\n/work/dir\n"
+    flags = platforge(
+        "run", "--user", "0", "--workdir", "/srv", str(image), env=run_env
+    )
+    assert flags.stdout == "hi\n0\n/srv\n"
+
+
+def test_missing_emulator_gives_one_line_naming_the_fix(busybox, tmp_path, run_env):
+    tree = busybox_tree(tmp_path / "tree", busybox["arm64"])
+    build_layout(tmp_path / "image", tree, "linux/arm64", cmd=["uname", "-m"])
+    empty = tmp_path / "no-binfmt"  # simulated: no handlers registered at all
+    empty.mkdir()
+    done = platforge(
+        "run",
+        "--platform",
+        "linux/arm64",
+        str(tmp_path / "image"),
+        env={**run_env, "PLATFORGE_BINFMT_DIR": str(empty)},
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "platforge emulation install arm64" in lines[0]
+
+
+def test_layers_are_unpacked_once_and_shared(amd64_tree, tmp_path):
+    manifest = build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    layout = Layout.open(tmp_path / "image")
+    first = rootfs.prepare(layout, manifest, cache=tmp_path / "cache")
+    again = rootfs.prepare(layout, manifest, cache=tmp_path / "cache")
+    assert first.lowerdirs == again.lowerdirs
+    assert [p.name for p in first.lowerdirs] == [
+        str(d).replace(":", "-") for d in first.config.diff_ids
+    ]
+    motd = first.lowerdirs[1] / "etc" / "motd"
+    assert motd.lstat().st_rdev == os.makedev(0, 0)
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_flatten_merges_layers_into_one_tree(amd64_tree, tmp_path):
+    manifest = build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    layout = Layout.open(tmp_path / "image")
+    image = rootfs.prepare(layout, manifest, cache=tmp_path / "cache")
+    flat = rootfs.flatten(image.lowerdirs, tmp_path / "flat")
+    assert (flat / "hello.txt").is_file()
+    assert not (flat / "etc" / "motd").exists()
+    assert (flat / "bin" / "busybox").is_file()
+
+
+@pytest.mark.registry
+def test_run_pulls_a_pushed_image_into_the_store(
+    amd64_tree, tmp_path, run_env, registry_plain, skopeo
+):
+    build_layout(
+        tmp_path / "image", amd64_tree, "linux/amd64", cmd=["cat", "/hello.txt"]
+    )
+    ref = registry_plain.ref("run/busybox", "v1")
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci:{tmp_path / 'image'}:latest",
+        f"docker://{ref}",
+    )
+    done = platforge("run", ref, env=run_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hello from the top layer\n"
+    store = Layout.open(run_env["PLATFORGE_STORE"])
+    assert store.check() == []
