@@ -26,8 +26,10 @@ def _b64(text):
 
 CHALLENGES = [
     (
-        'Bearer realm="https://auth.example/token",service="registry.example",'
-        'scope="repository:a/b:pull,push"',
+        (
+            'Bearer realm="https://auth.example/token",service="registry.example",'
+            'scope="repository:a/b:pull,push"'
+        ),
         [
             (
                 "bearer",
@@ -215,7 +217,7 @@ def test_bearer_tokens_are_cached_per_scope_and_refetched_after_invalidate():
 def test_token_refusal_names_the_registry_and_hides_the_password(caplog):
     """Offline: a MockTransport token server refusing everything."""
     client = httpx.Client(
-        transport=httpx.MockTransport(lambda request: httpx.Response(401))
+        transport=httpx.MockTransport(lambda _request: httpx.Response(401))
     )
     auth = Authenticator("r.example", credentials=Credentials("u", "sup3rsecret"))
     auth.learn(

@@ -160,9 +160,8 @@ def test_corrupt_layout_blob_is_refused_and_nothing_is_pushed(registry_plain, tm
     assert counters[0].upload_bytes == 0
     assert not [r for r in counters[0].requests if r[0] in {"POST", "PUT", "PATCH"}]
     assert not registry_plain.blob_path(str(manifest.config.digest)).exists()
-    with RegistryClient(registry_plain.host) as client:
-        with pytest.raises(NotFoundError):
-            client.get_manifest(ref.repository, "v1")
+    with RegistryClient(registry_plain.host) as client, pytest.raises(NotFoundError):
+        client.get_manifest(ref.repository, "v1")
 
 
 def test_corrupt_registry_blob_fails_the_pull_and_leaves_no_destination(
@@ -209,8 +208,7 @@ def test_token_registry_push_and_pull_with_cached_tokens(registry_token, tmp_pat
             registry_token.username, registry_token.password
         )
     }
-    registries, counters = _counting_registries(credentials=creds)
-    with registries:
+    with Registries(credentials=creds) as registries:
         push_layout(layout.path, ref, registries=registries)
         client = registries.client(registry_token.host)
         # One token per scope set, reused by every request needing that scope.
@@ -228,9 +226,9 @@ def test_wrong_password_is_an_auth_error_that_never_shows_the_password(
     for registry in (registry_basic, registry_token):
         ref = Reference.parse(registry.ref(_repo(), "v1"))
         creds = {registry.host: Credentials(registry.username, secret)}
-        with Registries(credentials=creds) as registries:
-            with pytest.raises(AuthError) as info:
-                push_layout(layout.path, ref, registries=registries)
+        registries = Registries(credentials=creds)
+        with registries, pytest.raises(AuthError) as info:
+            push_layout(layout.path, ref, registries=registries)
         message = str(info.value)
         assert registry.host in message
         assert f"platforge login {registry.host}" in message
