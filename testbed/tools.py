@@ -2,12 +2,13 @@
 
 skopeo is the independent verifier: what platforge pushes must be readable by it,
 and what it pushes must be readable by platforge. It runs with proxies disabled
-for loopback and with a private, empty auth file, so a user's logins never leak
-into a test and a test never writes to the user's files.
+for loopback and with an auth file of the test's (or a private, empty one), so a
+user's logins never leak into a test and a test never writes to the user's files.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -16,7 +17,8 @@ from pathlib import Path
 
 __all__ = ["ToolError", "loopback_env", "run_tool", "skopeo"]
 
-_AUTH_DIR = Path(tempfile.gettempdir()) / f"platforge-testbed-auth-{os.getuid()}"
+_AUTH_DIR = Path(tempfile.gettempdir()) / f"platforge-testbed-auth-{os.getpid()}"
+atexit.register(shutil.rmtree, _AUTH_DIR, ignore_errors=True)
 
 
 class ToolError(Exception):
@@ -59,10 +61,16 @@ def run_tool(
 
 
 def skopeo(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``skopeo ARGS…``; raise ToolError with its stderr when it fails."""
-    _AUTH_DIR.mkdir(mode=0o700, exist_ok=True)
-    auth_file = _AUTH_DIR / "auth.json"
-    if not auth_file.exists():
-        auth_file.write_text('{"auths": {}}\n')
-    env = loopback_env({"REGISTRY_AUTH_FILE": str(auth_file)})
+    """Run ``skopeo ARGS…``; raise ToolError with its stderr when it fails.
+
+    skopeo reads the auth file ``REGISTRY_AUTH_FILE`` names when a test set one
+    (``tmp_docker_config`` does), else an empty one private to this process.
+    """
+    env = loopback_env()
+    if "REGISTRY_AUTH_FILE" not in env:
+        _AUTH_DIR.mkdir(mode=0o700, exist_ok=True)
+        auth_file = _AUTH_DIR / "auth.json"
+        if not auth_file.exists():
+            auth_file.write_text('{"auths": {}}\n')
+        env["REGISTRY_AUTH_FILE"] = str(auth_file)
     return run_tool(["skopeo", *args], timeout=timeout, env=env)

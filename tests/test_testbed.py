@@ -449,3 +449,21 @@ def test_busybox_fetch_failure_is_an_input_error_naming_the_step(tmp_path, monke
     with pytest.raises(InputError, match=r"apt-get update failed: .*no sources"):
         busybox_roots(["arm64"])
     assert not (tmp_path / "cache/platforge-testbed/busybox/arm64").exists()
+
+
+def test_skopeo_logs_in_to_the_tests_own_auth_file_only(
+    registry_basic, skopeo, tmp_docker_config
+):
+    skopeo(
+        "login",
+        "--tls-verify=false",
+        "--username",
+        registry_basic.username,
+        "--password",
+        registry_basic.password,
+        registry_basic.host,
+    )
+    auths = json.loads((tmp_docker_config / "config.json").read_text())["auths"]
+    assert registry_basic.host in auths
+    with pytest.raises(ToolError, match=r"exited 1: .*"):
+        skopeo("login", "--tls-verify=false", "-u", "x", "-p", "y", registry_basic.host)
