@@ -1,0 +1,204 @@
+"""check → in (every format) → out, through `platforge resource`, on real registries."""
+
+import json
+import tarfile
+import uuid
+
+import pytest
+
+from test_concourse_support import (
+    answer,
+    multi_image,
+    push,
+    resource,
+    single_image,
+    source_for,
+    write_layout,
+)
+
+pytestmark = pytest.mark.registry
+
+
+@pytest.fixture(params=["plain", "basic", "token"])
+def registry(request):
+    return request.getfixturevalue(f"registry_{request.param}")
+
+
+def test_round_trip_check_in_out(registry, tmp_path, skopeo):
+    repo = f"concourse/trip-{uuid.uuid4().hex[:8]}"
+    image = multi_image("trip")
+    digest = push(registry, repo, image, ["1.0.0"])
+    source = source_for(registry, repo, tag="1.0.0")
+
+    # check: the index digest of the multi-platform image
+    versions = answer(resource("check", {"source": source}))
+    assert versions == [{"tag": "1.0.0", "digest": digest}]
+    version = versions[0]
+
+    _in_rootfs(source, version, digest, tmp_path / "rootfs-get")
+    _in_oci(source, version, image, tmp_path / "oci-get", skopeo)
+    _in_layout_then_out(
+        registry, repo, source, version, image, tmp_path=tmp_path, skopeo=skopeo
+    )
+
+
+def _in_rootfs(source, version, digest, dest):
+    """in, rootfs for arm64: files, metadata.json, labels.json."""
+    params = {"platform": {"architecture": "arm64"}}
+    got = answer(
+        resource(
+            "in", {"source": source, "version": version, "params": params}, str(dest)
+        )
+    )
+    assert got["version"] == version
+    names = {m["name"]: m["value"] for m in got["metadata"]}
+    assert names["repository"] == source["repository"]
+    assert names["tag"] == "1.0.0"
+    assert names["platform"] == "linux/arm64"
+    assert (dest / "repository").read_text() == source["repository"]
+    assert (dest / "tag").read_text() == "1.0.0"
+    assert (dest / "digest").read_text() == digest
+    assert (dest / "rootfs" / "seed.txt").read_text() == "trip-arm64"
+    meta = json.loads((dest / "metadata.json").read_text())
+    assert meta["env"] == ["PATH=/usr/bin:/bin", "SEED=trip-arm64"]
+    assert meta["user"] == "1000"
+    assert meta["cmd"] == ["/bin/hello"]
+    assert meta["entrypoint"] == ["/bin/sh"]
+    assert json.loads((dest / "labels.json").read_text()) == {"seed": "trip-arm64"}
+
+
+def _in_oci(source, version, image, dest, skopeo):
+    """in, oci: one platform in image.tar that skopeo reads as both formats."""
+    params = {"format": "oci", "platform": {"architecture": "amd64"}}
+    resource("in", {"source": source, "version": version, "params": params}, str(dest))
+    tarball = dest / "image.tar"
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+    assert {"index.json", "oci-layout", "manifest.json"} <= names
+    single = image.manifests[0].digest
+    raw = skopeo("inspect", "--raw", f"oci-archive:{tarball}").stdout
+    assert json.loads(raw)["config"]["digest"] == image.blobs[0].digest
+    inspected = json.loads(skopeo("inspect", f"docker-archive:{tarball}").stdout)
+    assert inspected["Architecture"] == "amd64"
+    assert single.startswith("sha256:")
+
+
+def _in_layout_then_out(registry, repo, source, version, image, *, tmp_path, skopeo):
+    """in, oci-layout: the whole index, byte for byte; then out pushes it again."""
+    digest = version["digest"]
+    dest = tmp_path / "layout-get"
+    params = {"format": "oci-layout"}
+    resource("in", {"source": source, "version": version, "params": params}, str(dest))
+    index = json.loads((dest / "oci" / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [digest]
+    blob = dest / "oci" / "blobs" / "sha256" / digest.split(":")[1]
+    assert blob.read_bytes() == image.top.data
+
+    # out: push the fetched layout under a new tag; the digest is unchanged
+    out_source = source_for(registry, f"{repo}-copy", tag="pushed")
+    pushed = answer(
+        resource("out", {"source": out_source, "params": {"image": "oci"}}, str(dest))
+    )
+    assert pushed["version"] == {"tag": "pushed", "digest": digest}
+    creds = []
+    if registry.username:
+        creds = ["--creds", f"{registry.username}:{registry.password}"]
+    remote = f"docker://{registry.host}/{repo}-copy:pushed"
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", *creds, remote).stdout
+    assert raw.encode() == image.top.data or json.loads(raw) == json.loads(
+        image.top.data
+    )
+
+    # the implicit get after the put sees the same version
+    again = answer(resource("check", {"source": out_source}))
+    assert again == [pushed["version"]]
+
+
+def test_skip_download_writes_only_the_version_files(registry_plain, tmp_path):
+    repo = f"concourse/skip-{uuid.uuid4().hex[:8]}"
+    digest = push(registry_plain, repo, single_image("skip"), ["latest"])
+    source = source_for(registry_plain, repo)
+    request = {
+        "source": source,
+        "version": {"tag": "latest", "digest": digest},
+        "params": {"skip_download": True},
+    }
+    resource("in", request, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digest", "repository", "tag"]
+
+
+def test_in_fails_clearly_when_the_version_is_gone(registry_plain, tmp_path):
+    repo = f"concourse/gone-{uuid.uuid4().hex[:8]}"
+    push(registry_plain, repo, single_image("gone"), ["latest"])
+    missing = "sha256:" + "1" * 64
+    request = {
+        "source": source_for(registry_plain, repo),
+        "version": {"tag": "latest", "digest": missing},
+    }
+    result = resource("in", request, str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert "no longer exists" in result.stderr
+    assert missing in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_pushes_version_aliases_and_additional_tags(registry_plain, tmp_path):
+    repo = f"concourse/tags-{uuid.uuid4().hex[:8]}"
+    push(registry_plain, repo, single_image("old"), ["1.2.2", "1.2", "1", "latest"])
+    image = single_image("new")
+    write_layout(tmp_path / "image" / "image", image, ref_name="latest")
+    (tmp_path / "tags").write_text("extra-one\n  extra-two ")
+    request = {
+        "source": source_for(registry_plain, repo),
+        "params": {
+            "image": "image/imag?",
+            "version": "1.2.3",
+            "bump_aliases": True,
+            "additional_tags": "tags",
+        },
+    }
+    pushed = answer(resource("out", request, str(tmp_path)))
+    assert pushed["version"] == {"tag": "1.2.3", "digest": image.digest}
+    tags = {m["name"]: m["value"] for m in pushed["metadata"]}["tags"].split()
+    assert tags == ["1.2.3", "1.2", "1", "latest", "extra-one", "extra-two"]
+    check = answer(resource("check", {"source": source_for(registry_plain, repo)}))
+    assert check[-1] == {"tag": "1.2.3", "digest": image.digest}
+
+
+def test_out_refuses_a_glob_matching_several_paths(registry_plain, tmp_path):
+    for name in ("a", "b"):
+        write_layout(tmp_path / name, single_image(name))
+    request = {
+        "source": source_for(registry_plain, "concourse/glob", tag="x"),
+        "params": {"image": "*"},
+    }
+    result = resource("out", request, str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert "matched 2" in result.stderr
+
+
+def test_passwords_never_reach_stdout_or_stderr(registry_basic, tmp_path):
+    repo = f"concourse/secret-{uuid.uuid4().hex[:8]}"
+    write_layout(tmp_path / "img", single_image("secret"))
+    source = source_for(registry_basic, repo, tag="t", debug=True)
+    pushed = resource(
+        "out", {"source": source, "params": {"image": "img"}}, str(tmp_path)
+    )
+    version = answer(pushed)["version"]
+    got = resource(
+        "in",
+        {"source": source, "version": version, "params": {"format": "oci-layout"}},
+        str(tmp_path / "get"),
+    )
+    checked = resource("check", {"source": source})
+    for result in (pushed, got, checked):
+        assert registry_basic.password not in result.stdout
+        assert registry_basic.password not in result.stderr
+    assert "DEBUG" in checked.stderr or "debug" in checked.stderr.lower()
+
+
+def test_unknown_source_key_is_refused_naming_it(registry_plain):
+    source = source_for(registry_plain, "concourse/x", tagg="latest")
+    result = resource("check", {"source": source}, check=False)
+    assert result.returncode == 1
+    assert "'tagg'" in result.stderr
