@@ -9,6 +9,9 @@ install writes into a regular file named ``register`` there.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -114,3 +117,38 @@ def test_install_on_the_real_kernel_reports_present_handlers(require_qemu, monke
     monkeypatch.delenv("PLATFORGE_BINFMT_DIR", raising=False)
     results = emulation.install(["arm64", "amd64"])
     assert [r.action for r in results] == ["present", "native"]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "platforge", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_emulation_status_prints_a_table_and_exits_zero():
+    done = _cli("emulation", "status", "arm64", "amd64")
+    assert done.returncode == 0, done.stderr
+    assert "aarch64" in done.stdout
+    assert "native" in done.stdout
+
+
+def test_emulation_install_prints_each_root_command_once(fake_binfmt):
+    if not (emulation.DEFAULT_CONF_DIR / "qemu-aarch64.conf").exists():
+        pytest.skip("qemu-user-static's binfmt.d definitions are not installed")
+    done = _cli(
+        "emulation",
+        "install",
+        "arm64",
+        "aarch64",
+        "s390x",
+        env={"PLATFORGE_BINFMT_DIR": str(fake_binfmt)},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"sudo mount -t binfmt_misc binfmt_misc {fake_binfmt}"
+    assert len(lines) == 3, "one mount, then one register line per architecture"

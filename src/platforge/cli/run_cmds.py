@@ -278,7 +278,8 @@ def emulation_status(architectures: tuple[str, ...]) -> None:
         table.add_column(column)
     table.add_column("static qemu")
     table.add_column("proot")
-    for found in emulation.status([_architecture(a) for a in architectures]):
+    found_all = emulation.status([_architecture(a) for a in architectures])
+    for found in found_all:
         if found.native:
             runs = "native"
         elif found.runnable:
@@ -295,12 +296,8 @@ def emulation_status(architectures: tuple[str, ...]) -> None:
             str(found.qemu_static) if found.qemu_static else "-",
             "yes" if found.proot else "no",
         )
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
-    missing = [
-        s.architecture
-        for s in emulation.status([_architecture(a) for a in architectures])
-        if not s.runnable
-    ]
+    Console(width=max(170, shutil.get_terminal_size().columns)).print(table)
+    missing = [s.architecture for s in found_all if not s.runnable]
     if missing:
         click.echo(
             f"to run {', '.join(missing)}: platforge emulation install "
@@ -321,12 +318,15 @@ def emulation_install(architectures: tuple[str, ...]) -> None:
     printed on stdout instead.
     """
     wanted = [_architecture(a) for a in architectures] or list(_DEFAULT_INSTALL)
-    for result in emulation.install(wanted):
+    printed: set[str] = set()
+    for result in emulation.install(dict.fromkeys(wanted)):
         click.echo(
             f"{result.architecture}: {result.action} ({result.detail})", err=True
         )
         for line in result.commands:
-            click.echo(line)
+            if line not in printed:  # the mount command is the same for every arch
+                printed.add(line)
+                click.echo(line)
 
 
 # --- index create ---------------------------------------------------------------
