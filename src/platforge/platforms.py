@@ -63,7 +63,7 @@ __all__ = [
     "to_json",
 ]
 
-GRAMMAR = "os[(os.version)][/arch[/variant]], e.g. linux/arm64 or linux/arm/v7"
+GRAMMAR = "os[/arch[/variant]] such as linux/arm64 or linux/arm/v7"
 
 _COMPONENT = re.compile(r"[A-Za-z0-9_.-]+")
 _OS_AND_VERSION = re.compile(r"([A-Za-z0-9_-]+)(?:\(([A-Za-z0-9_.-]*)\))?")
