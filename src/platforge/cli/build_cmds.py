@@ -1,13 +1,238 @@
-"""Commands of this area are registered on the top-level group here."""
+"""``platforge build``: every platform of a Dockerfile into one OCI image index.
+
+The flags are buildx's: ``--platform``, ``-t``, ``--push``, ``--output``,
+``--build-arg``, ``--target``, ``--build-context``, ``--label``, ``--no-cache``,
+``--progress``, plus ``--compression`` and ``--quiet``. The digest of the result
+(the index for several platforms, the manifest for one) is printed on stdout;
+progress goes to stderr, as plain lines or, on a terminal, coloured ones.
+"""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
+
+from platforge import platforms
+from platforge.build import BuildEvent, BuildRequest, Output, build
+
 if TYPE_CHECKING:
-    import click
+    from collections.abc import Callable
+
+    from platforge.build.request import OutputType
+
+__all__ = ["parse_output", "register"]
+
+_OUTPUT_TYPES: tuple[OutputType, ...] = ("oci", "oci-tar", "docker", "registry")
+
+
+def parse_output(text: str) -> Output:
+    """``type=oci,dest=DIR`` (or a bare ``DIR``) as an :class:`Output`."""
+    if "=" not in text:
+        return Output("oci", Path(text))
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise click.BadParameter(
+                f"{part!r} is not KEY=VALUE", param_hint="--output"
+            )
+        fields[key.strip()] = value.strip()
+    kind: str = fields.pop("type", "oci")
+    if kind == "image" and fields.get("push") == "true":
+        kind = "registry"
+    if kind not in _OUTPUT_TYPES:
+        raise click.BadParameter(
+            f"type={kind} is not one of {', '.join(_OUTPUT_TYPES)}",
+            param_hint="--output",
+        )
+    dest = fields.pop("dest", None)
+    if kind != "registry" and not dest:
+        raise click.BadParameter(f"type={kind} needs dest=PATH", param_hint="--output")
+    return Output(kind, Path(dest) if dest else None)
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint=flag)
+        result[key] = rest
+    return result
+
+
+def _secrets(values: tuple[str, ...]) -> dict[str, Path]:
+    secrets: dict[str, Path] = {}
+    for value in values:
+        fields = dict(part.partition("=")[::2] for part in value.split(","))
+        ident = fields.get("id")
+        source = fields.get("src") or fields.get("source")
+        if not ident or not source:
+            raise click.BadParameter(
+                f"{value!r}: use id=NAME,src=FILE", param_hint="--secret"
+            )
+        secrets[ident] = Path(source)
+    return secrets
+
+
+def _hosts(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    hosts = []
+    for value in values:
+        name, sep, address = value.partition(":")
+        if not sep:
+            raise click.BadParameter(f"{value!r}: use HOST:IP", param_hint="--add-host")
+        hosts.append((name, address))
+    return hosts
+
+
+def _progress_printer(mode: str) -> Callable[[BuildEvent], None]:
+    """Plain lines, or coloured ones through rich when stderr is a terminal."""
+    lock = threading.Lock()
+    started = time.monotonic()
+    use_rich = mode == "tty" or (mode == "auto" and sys.stderr.isatty())
+    console = None
+    if use_rich:
+        from rich.console import Console  # noqa: PLC0415 - only on a terminal
+
+        console = Console(stderr=True, highlight=False)
+    styles = {"cached": "green", "done": "blue", "log": "dim", "info": "bold"}
+
+    def show(event: BuildEvent) -> None:
+        where = f"[{event.platform}] " if event.platform else ""
+        took = f" {event.seconds:.2f}s" if event.seconds is not None else ""
+        stamp = f"{time.monotonic() - started:6.1f}"
+        line = f"{stamp} {where}{event.kind.upper():6} {event.message}{took}"
+        with lock:
+            if console is not None:
+                console.print(line, style=styles.get(event.kind), markup=False)
+            else:
+                click.echo(line, err=True)
+
+    return show
+
+
+@click.command("build")
+@click.argument(
+    "context",
+    default=".",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "-f",
+    "--file",
+    "dockerfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The Dockerfile (default: CONTEXT/Dockerfile).",
+)
+@click.option(
+    "--platform",
+    "platform_text",
+    help="Platforms to build, comma-separated (default: this host's).",
+)
+@click.option("-t", "--tag", "tags", multiple=True, help="Image reference; repeatable.")
+@click.option("--push", is_flag=True, help="Push the result to every -t reference.")
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    help="type=oci,dest=DIR | type=oci-tar,dest=FILE | type=docker,dest=FILE "
+    "| type=registry.",
+)
+@click.option("--build-arg", "build_args", multiple=True, help="KEY=VALUE; repeatable.")
+@click.option("--target", help="Build this stage instead of the last one.")
+@click.option(
+    "--build-context",
+    "build_contexts",
+    multiple=True,
+    help="NAME=DIR | NAME=docker-image://REF | NAME=oci-layout://DIR[:TAG].",
+)
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE added to the image.")
+@click.option("--no-cache", is_flag=True, help="Run every step, ignoring the cache.")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "plain", "tty"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["gzip", "zstd"]),
+    default="gzip",
+    show_default=True,
+)
+@click.option("--secret", "secrets", multiple=True, help="id=NAME,src=FILE for RUN.")
+@click.option("--add-host", "add_hosts", multiple=True, help="HOST:IP for RUN.")
+@click.option(
+    "--insecure-registry",
+    "insecure",
+    multiple=True,
+    help="Registry allowed plain HTTP (loopback always is).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the digest.")
+def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes them
+    context: Path,
+    dockerfile: Path | None,
+    platform_text: str | None,
+    tags: tuple[str, ...],
+    push: bool,
+    outputs: tuple[str, ...],
+    build_args: tuple[str, ...],
+    target: str | None,
+    build_contexts: tuple[str, ...],
+    labels: tuple[str, ...],
+    no_cache: bool,
+    progress: str,
+    compression: str,
+    secrets: tuple[str, ...],
+    add_hosts: tuple[str, ...],
+    insecure: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Build every platform of a Dockerfile into one OCI image index.
+
+    Without --output and --push the image goes to an OCI layout in ./image.
+    The digest is printed on stdout.
+
+    \b
+    Example:
+      platforge build --platform linux/amd64,linux/arm64 \\
+          -t 127.0.0.1:5000/app:v1 --push .
+    """
+    parsed_outputs = [parse_output(text) for text in outputs]
+    if not parsed_outputs and not push:
+        parsed_outputs = [Output("oci", Path("image"))]
+        if not quiet:
+            click.echo(
+                "no --output or --push: writing an OCI layout to ./image", err=True
+            )
+    request = BuildRequest(
+        context=context,
+        dockerfile=dockerfile,
+        platforms=platforms.parse_list(platform_text) if platform_text else [],
+        tags=list(tags),
+        build_args=_pairs(build_args, "--build-arg"),
+        target=target,
+        build_contexts=_pairs(build_contexts, "--build-context"),
+        labels=_pairs(labels, "--label"),
+        outputs=parsed_outputs,
+        push=push,
+        no_cache=no_cache,
+        secrets=_secrets(secrets),
+        extra_hosts=_hosts(add_hosts),
+        compression="zstd" if compression == "zstd" else "gzip",
+        insecure_registries=list(insecure),
+        progress=None if quiet else _progress_printer(progress),
+    )
+    result = build(request)
+    click.echo(str(result.digest))
 
 
 def register(group: click.Group) -> None:
-    """Add this area's commands to ``group``."""
-    del group
+    """Add ``build`` to ``group``."""
+    group.add_command(build_command)

@@ -1,0 +1,99 @@
+"""``platforge build`` on the command line: outputs, messages and exit statuses.
+
+Every image here is built FROM scratch out of files of the test's own context,
+so the tests need no registry; skopeo reads what was written.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+DOCKERFILE = """\
+FROM scratch
+COPY hello.txt /srv/hello.txt
+LABEL purpose=cli-test
+CMD ["/srv/hello.txt"]
+"""
+
+
+def _platforge(*args, cwd, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "platforge", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+@pytest.fixture
+def context(tmp_path, tmp_store):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "hello.txt").write_text("hello\n")
+    return ctx
+
+
+def test_build_without_output_writes_a_layout_to_image_and_says_so(
+    context, tmp_path, skopeo
+):
+    ran = _platforge("build", str(context), "-t", "example/app:v2", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "./image" in ran.stderr
+    digest = ran.stdout.strip()
+    assert digest.startswith("sha256:")
+    index = json.loads((tmp_path / "image" / "index.json").read_text())
+    assert len(index["manifests"]) == 1
+    entry = index["manifests"][0]
+    assert entry["digest"] == digest
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "v2"
+    assert (tmp_path / "digest").read_text() == digest
+    info = json.loads(skopeo("inspect", f"oci:{tmp_path / 'image'}:v2").stdout)
+    assert info["Labels"] == {"purpose": "cli-test"}
+
+
+def test_build_writes_oci_and_docker_archives_skopeo_reads(context, tmp_path, skopeo):
+    oci_tar = tmp_path / "out" / "image-oci.tar"
+    docker_tar = tmp_path / "out2" / "image-docker.tar"
+    ran = _platforge(
+        "build",
+        str(context),
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "example/app:v3",
+        "--output",
+        f"type=oci-tar,dest={oci_tar}",
+        "--output",
+        f"type=docker,dest={docker_tar}",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr == ""
+    oci = json.loads(skopeo("inspect", f"oci-archive:{oci_tar}:v3").stdout)
+    assert oci["Architecture"] == "arm64"
+    docker = json.loads(skopeo("inspect", f"docker-archive:{docker_tar}").stdout)
+    assert docker["Architecture"] == "arm64"
+    assert docker["Labels"] == {"purpose": "cli-test"}
+
+
+def test_unknown_output_type_is_a_usage_error(context, tmp_path):
+    ran = _platforge(
+        "build", str(context), "--output", "type=bogus,dest=x", cwd=tmp_path
+    )
+    assert ran.returncode == 2
+    assert "type=bogus" in ran.stderr
+
+
+def test_missing_source_file_is_one_line_error_with_status_1(context, tmp_path):
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY missing.txt /\n")
+    ran = _platforge("build", str(context), cwd=tmp_path)
+    assert ran.returncode == 1
+    assert "missing.txt" in ran.stderr
+    assert "Traceback" not in ran.stderr
