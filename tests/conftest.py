@@ -14,6 +14,10 @@ Fixtures
 ``registry_token``     HTTP + bearer tokens    ``.blob_path()``, ``.ssl_context()``)
 ``make_registry``      function: ``make_registry("plain"|"basic"|"tls"|"token")``
                        starts a registry of the test's own (safe to corrupt)
+``fault_proxy``        function: ``fault_proxy(registry, Fault(...), ...)`` -> a
+                       started ``FaultProxy`` (``.host``, ``.url``, ``.add()``,
+                       ``.seen(method, path)``): the real registry behind a proxy
+                       that injects statuses, delays and dropped connections
 ``busybox``            session: Debian arch -> extracted busybox-static root
 ``skopeo``             ``skopeo(*args, timeout=120)``; raises ToolError with stderr
 ``require_qemu``       skips unless arm64/arm/s390x/ppc64le binfmt handlers have F
@@ -40,6 +44,8 @@ if str(ROOT) not in sys.path:
 
 from testbed import (  # noqa: E402  (the repo root must be importable first)
     ARCHES,
+    Fault,
+    FaultProxy,
     InputError,
     Registry,
     Testbed,
@@ -130,6 +136,23 @@ def make_registry() -> Iterator[Callable[[str], Registry]]:
     finally:
         for bed in beds:
             bed.stop()
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    proxies: list[FaultProxy] = []
+
+    def make(registry: Registry, *faults: Fault) -> FaultProxy:
+        ca_file = str(registry.ca_file) if registry.ca_file else None
+        proxy = FaultProxy(registry.url, list(faults), ca_file=ca_file).start()
+        proxies.append(proxy)
+        return proxy
+
+    try:
+        yield make
+    finally:
+        for proxy in proxies:
+            proxy.stop()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from testbed import InputError, Testbed, busybox_roots, missing, qemu_status
+from testbed import (
+    Fault,
+    InputError,
+    Testbed,
+    busybox_roots,
+    missing,
+    qemu_status,
+)
 from testbed.tools import ToolError
 
 pytestmark = pytest.mark.registry
@@ -467,3 +474,70 @@ def test_skopeo_logs_in_to_the_tests_own_auth_file_only(
     assert registry_basic.host in auths
     with pytest.raises(ToolError, match=r"exited 1: .*"):
         skopeo("login", "--tls-verify=false", "-u", "x", "-p", "y", registry_basic.host)
+
+
+def test_fault_proxy_answers_the_fault_then_passes_through(registry_plain, fault_proxy):
+    proxy = fault_proxy(
+        registry_plain,
+        Fault(path="^/v2/$", status=429, headers={"Retry-After": "1"}, times=1),
+    )
+    with _client() as client:
+        first = client.get(f"{proxy.url}/v2/")
+        second = client.get(f"{proxy.url}/v2/")
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "1")
+    assert second.status_code == 200
+    assert second.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
+    assert [(s.status, s.faulted) for s in proxy.seen("GET", "^/v2/$")] == [
+        (429, True),
+        (200, False),
+    ]
+
+
+def test_fault_proxy_can_drop_a_connection(registry_plain, fault_proxy):
+    proxy = fault_proxy(registry_plain, Fault(method="GET", drop=True))
+    with _client() as client, pytest.raises(httpx.RemoteProtocolError):
+        client.get(f"{proxy.url}/v2/")
+    assert proxy.seen()[0].status is None
+
+
+def test_fault_proxy_streams_a_blob_upload_and_keeps_locations_on_itself(
+    registry_plain, fault_proxy
+):
+    proxy = fault_proxy(registry_plain)
+    data = hashlib.sha256(b"seed").digest() * (8 * 1024 * 1024 // 32)
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    repo = "testbed/proxy-upload"
+
+    def pieces():
+        for start in range(0, len(data), 1 << 20):
+            yield data[start : start + (1 << 20)]
+
+    with _client() as client:
+        started = client.post(f"{proxy.url}/v2/{repo}/blobs/uploads/")
+        location = started.headers["Location"]
+        assert location.startswith((proxy.url, "/v2/"))
+        upload = httpx.URL(proxy.url).join(location)
+        put = client.put(
+            upload.copy_merge_params({"digest": digest}),
+            content=pieces(),
+            headers={"Content-Length": str(len(data))},
+        )
+        fetched = client.get(f"{proxy.url}/v2/{repo}/blobs/{digest}")
+    assert started.status_code == 202
+    assert put.status_code == 201
+    assert hashlib.sha256(fetched.content).hexdigest() == digest.split(":")[1]
+    assert [s.method for s in proxy.seen()] == ["POST", "PUT", "GET"]
+
+
+def test_skopeo_copies_through_the_fault_proxy_after_a_failed_manifest_put(
+    registry_plain, fault_proxy, skopeo, tmp_path
+):
+    proxy = fault_proxy(registry_plain)
+    layout = _oci_layout(tmp_path / "oci")
+    target = f"docker://{proxy.host}/testbed/through-proxy:v1"
+    proxy.add(Fault(method="PUT", path="/manifests/", status=500, times=1))
+    with pytest.raises(ToolError, match="500"):
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1", target)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1", target)
+    assert [s.status for s in proxy.seen("PUT", "/manifests/")] == [500, 201]
+    assert len(proxy.seen("HEAD", "/blobs/")) >= 2
