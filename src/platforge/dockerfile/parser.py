@@ -585,6 +585,10 @@ def _healthcheck(instruction: Instruction, rest: str) -> None:
 
 def _instruction_from_line(line: str, escape: str) -> Instruction:
     keyword, flags, rest = _split_command(line)
+    if not keyword:
+        raise _InstructionError(
+            "expected an instruction, found only a line continuation"
+        )
     instruction = Instruction(keyword=keyword.upper(), flags=flags, original=line)
     handlers: dict[str, Callable[[], None]] = {
         "ADD": lambda: _maybe_json(instruction, rest, to_list=True),

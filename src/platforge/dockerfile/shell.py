@@ -292,6 +292,8 @@ class Lexer:
             raise ShellExpansionError(f"bad substitution in {self.text!r}")
         name = self._name()
         op = self._next()
+        if not op:
+            raise ShellExpansionError(f"missing '}}' in {self.text!r}")
         if op == "}":
             value, is_set = self._lookup(name)
             if not is_set and self.skip_unset:
