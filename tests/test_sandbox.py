@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
@@ -285,3 +286,33 @@ def test_applying_overlay_dirs_honours_whiteouts_and_opaque_dirs(tmp_path):
     sandbox.apply_overlay_dir(base, merged)
     sandbox.apply_overlay_dir(top, merged)
     assert entries(merged) == {"d", "d/new"}
+
+
+def test_an_upperdir_overlayfs_refuses_falls_back_to_a_copy(
+    amd64_root, tmp_path, monkeypatch
+):
+    if os.geteuid() != 0 or not shutil.which("runc"):
+        pytest.skip("needs root and an OCI runtime to see the fallback")
+    monkeypatch.delenv("PLATFORGE_SANDBOX", raising=False)
+    if sandbox.capabilities().mode != "runtime":
+        pytest.skip("this host does not use the runtime mode")
+    # An overlay mount cannot be the upper layer of another overlay mount.
+    parts = {name: tmp_path / name for name in ("lower", "upper", "work", "merged")}
+    for path in parts.values():
+        path.mkdir()
+    options = (
+        f"lowerdir={parts['lower']},upperdir={parts['upper']},workdir={parts['work']}"
+    )
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(parts["merged"])],
+        check=True,
+    )
+    try:
+        result, _, upper = run(
+            amd64_root, parts["merged"], "sh", "-c", "echo hi > /made.txt"
+        )
+        assert result.exit_code == 0
+        assert result.mode == "chroot"
+        assert (upper / "made.txt").read_text() == "hi\n"
+    finally:
+        subprocess.run(["umount", str(parts["merged"])], check=True)

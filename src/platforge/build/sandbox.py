@@ -284,7 +284,15 @@ def run(spec: RunSpec) -> RunResult:
     started = time.monotonic()
     if caps.mode == "runtime":
         assert caps.runtime is not None  # noqa: S101 - _probe guarantees it
-        result = _run_runtime(spec, caps.runtime)
+        try:
+            result = _run_runtime(spec, caps.runtime)
+        except _OverlayRefusedError as exc:
+            if _env_mode() == "runtime":
+                raise
+            # Some upper directories cannot take overlayfs (an overlay or a
+            # filesystem without xattrs beneath them); a copy works anywhere.
+            log.warning("%s; running this step over a copy instead", exc)
+            result = _run_copy(spec, "chroot", None)
     else:
         result = _run_copy(spec, caps.mode, qemu)
     log.debug(
@@ -313,13 +321,17 @@ def _proot_emulator(platform: Platform) -> Path:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+class _OverlayRefusedError(SandboxError):
+    """The kernel refused the overlay mount for this upper directory."""
+
+
 def _mount(source: str, target: Path, fstype: str, options: str) -> None:
     done = _libc.mount(
         source.encode(), os.fsencode(target), fstype.encode(), 0, options.encode()
     )
     if done != 0:
         errno = ctypes.get_errno()
-        raise SandboxError(
+        raise _OverlayRefusedError(
             f"cannot mount {fstype} at {target}: {os.strerror(errno)}; "
             "set PLATFORGE_SANDBOX=chroot to run without overlayfs"
         )
