@@ -47,16 +47,21 @@ fi
 
 # QEMU handlers. qemu-user-static's own script skips registration when it thinks
 # it runs in a container (/.dockerenv), so register from its binfmt.d files.
-binfmt=/proc/sys/fs/binfmt_misc
+# Overridable so the test suite can check this logic on a scratch directory.
+binfmt=${PLATFORGE_BINFMT_DIR:-/proc/sys/fs/binfmt_misc}
+binfmt_conf=${PLATFORGE_BINFMT_CONF_DIR:-/usr/lib/binfmt.d}
 wanted=(qemu-aarch64 qemu-arm qemu-ppc64le qemu-s390x qemu-riscv64)
 if [[ $(id -u) -eq 0 ]]; then
     if [[ ! -e $binfmt/register ]]; then
         mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null || true
     fi
     if [[ -w $binfmt/register ]]; then
-        for name in "${wanted[@]}"; do
-            conf=/usr/lib/binfmt.d/$name.conf
-            [[ -e $conf && ! -e $binfmt/$name ]] || continue
+        # Every handler the package ships (mips64el, riscv64, … cost nothing);
+        # only the ones in $wanted are checked below.
+        for conf in "$binfmt_conf"/qemu-*.conf; do
+            [[ -e $conf ]] || continue
+            name=$(basename "$conf" .conf)
+            [[ -e $binfmt/$name ]] && continue
             # "File exists" means another process registered it meanwhile: fine.
             if ! printf '%s' "$(cat "$conf")" >"$binfmt/register" 2>/dev/null; then
                 [[ -e $binfmt/$name ]] || log "could not register $name"

@@ -541,3 +541,43 @@ def test_skopeo_copies_through_the_fault_proxy_after_a_failed_manifest_put(
     skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1", target)
     assert [s.status for s in proxy.seen("PUT", "/manifests/")] == [500, 201]
     assert len(proxy.seen("HEAD", "/blobs/")) >= 2
+
+
+def test_install_system_registers_only_missing_handlers(tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("install-system.sh registers binfmt handlers only as root")
+    binfmt = tmp_path / "binfmt_misc"
+    binfmt.mkdir()
+    (binfmt / "register").write_text("")
+    (binfmt / "qemu-aarch64").write_text("enabled\nflags: OCF\n")
+    (binfmt / "qemu-arm").write_text("enabled\nflags: OC\n")
+    confs = tmp_path / "binfmt.d"
+    confs.mkdir()
+    for name in ("qemu-aarch64", "qemu-s390x"):
+        (confs / f"{name}.conf").write_text(f":{name}:M::\\x7fELF::/x/{name}:OPF\n")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "apt-get").write_text("#!/bin/sh\nexit 97\n")
+    (fake_bin / "apt-get").chmod(0o755)
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts/install-system.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={
+            **os.environ,
+            "PATH": f"{fake_bin}:{os.environ['PATH']}",
+            "PLATFORGE_BINFMT_DIR": str(binfmt),
+            "PLATFORGE_BINFMT_CONF_DIR": str(confs),
+        },
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    # Only qemu-s390x was missing, so only its line reached the register file.
+    assert (
+        binfmt / "register"
+    ).read_text() == ":qemu-s390x:M::\\x7fELF::/x/qemu-s390x:OPF"
+    assert "qemu-arm lacks the F flag" in out.stderr
+    assert "qemu-ppc64le is not registered" in out.stderr
+    assert "qemu-aarch64" not in out.stderr
