@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+import time
 
 import pytest
 
@@ -366,4 +367,80 @@ def test_we_read_archives_skopeo_writes(tmp_path):
     assert dst.resolve("docker.io/example/app:v2").digest == desc.digest
     (entry,) = read_oci_archive(tmp_path / "s.oci", dst)
     assert entry.ref_name == "v3"
+    assert dst.check() == []
+
+
+DOCKERD = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/sbin")
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory):
+    """A private dockerd with only loopback networking; yields a docker CLI runner."""
+    if not (DOCKERD and shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("needs dockerd, unshare and ip")
+    root = tmp_path_factory.mktemp("dockerd")
+    sock = root / "sock"
+    # unshare and sh exec into dockerd, so the PID we hold is dockerd's own
+    script = (
+        "ip link set lo up && exec "
+        f"{DOCKERD} --iptables=false --ip6tables=false --bridge=none "
+        f"--data-root {root}/data --exec-root {root}/exec -H unix://{sock} "
+        f"--pidfile {root}/dockerd.pid"
+    )
+    log = (root / "dockerd.log").open("wb")
+    daemon = subprocess.Popen(
+        ["unshare", "--net", "sh", "-c", script], stdout=log, stderr=log
+    )
+
+    def cli(*args):
+        return run("/usr/bin/docker", "-H", f"unix://{sock}", *args)
+
+    try:
+        for _ in range(100):
+            if daemon.poll() is not None:
+                pytest.skip(f"dockerd exited; see {root}/dockerd.log")
+            if sock.exists() and cli("info").returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.skip("dockerd did not become ready in 20 s")
+        yield cli
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_docker_loads_our_archive_and_we_read_what_docker_saves(tmp_path, docker):
+    layout, top = two_platform_layout(tmp_path / "src")
+    image_id = write_docker_archive(
+        layout,
+        tmp_path / "d.tar",
+        top,
+        platform=parse_platform("linux/arm64"),
+        repo_tags=["example/platforge:v1"],
+    )
+    loaded = docker("load", "-i", str(tmp_path / "d.tar"))
+    assert loaded.returncode == 0, loaded.stderr
+    inspected = docker(
+        "image",
+        "inspect",
+        "example/platforge:v1",
+        "--format",
+        "{{.Id}} {{.Architecture}}",
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    assert inspected.stdout.split() == [str(image_id), "arm64"]
+
+    saved = docker("save", "-o", str(tmp_path / "saved.tar"), "example/platforge:v1")
+    assert saved.returncode == 0, saved.stderr
+    dst = Layout.create(tmp_path / "dst")
+    (desc,) = read_docker_archive(tmp_path / "saved.tar", dst)
+    assert dst.read_manifest(desc).config.digest == image_id
+    assert dst.resolve("example/platforge:v1").digest == desc.digest
     assert dst.check() == []
