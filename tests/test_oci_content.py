@@ -1,6 +1,9 @@
+import contextlib
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from platforge.errors import ManifestError
 from platforge.oci import mediatypes as mt
@@ -443,3 +446,53 @@ def test_media_type_predicates():
     assert mt.to_oci(mt.DOCKER_MANIFEST_LIST) == mt.OCI_INDEX
     assert mt.is_docker(mt.DOCKER_CONFIG)
     assert not mt.is_docker(mt.OCI_CONFIG)
+
+
+JSON_LEAVES = st.none() | st.booleans() | st.integers(-2, 2**40) | st.text(max_size=8)
+KEYS = st.sampled_from(
+    [
+        "schemaVersion",
+        "mediaType",
+        "config",
+        "layers",
+        "manifests",
+        "digest",
+        "size",
+        "platform",
+        "annotations",
+        "urls",
+        "data",
+        "os",
+        "architecture",
+        "variant",
+        "artifactType",
+        "subject",
+    ]
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES | st.sampled_from([2, str(D1), mt.OCI_MANIFEST, mt.OCI_INDEX]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=6)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(KEYS, JSON_VALUES, max_size=8))
+def test_any_json_document_parses_or_fails_with_manifest_error(document):
+    raw = json.dumps(document).encode()
+    parsed, error = None, ""
+    try:
+        parsed = parse_manifest(raw)
+    except ManifestError as exc:
+        error = str(exc)
+    assert parsed is not None or (error and "\n" not in error)
+    assert parsed is None or parsed.raw == raw
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_parse_or_fail_with_manifest_error(raw):
+    parsed = None
+    with contextlib.suppress(ManifestError):
+        parsed = parse_manifest(raw)
+    assert parsed is None or parsed.raw == raw

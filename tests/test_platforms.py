@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from platforge import platforms
 from platforge.errors import PlatformError
@@ -344,3 +346,16 @@ def test_to_json_uses_spec_field_names_and_round_trips():
 def test_from_json_rejects_malformed_platform_objects(data):
     with pytest.raises(PlatformError, match="platform object"):
         platforms.from_json(data)
+
+
+@given(st.text(alphabet="linuxarm64/v7()._-AMDwindows ,*", max_size=30))
+def test_any_text_parses_or_fails_with_platform_error(text):
+    platform, error = None, ""
+    try:
+        platform = platforms.parse(text)
+    except PlatformError as exc:
+        error = str(exc)
+    if platform is None:
+        assert repr(text) in error
+    else:
+        assert platforms.parse(platforms.format_all(platform)) == platform
