@@ -316,3 +316,16 @@ def test_an_upperdir_overlayfs_refuses_falls_back_to_a_copy(
         assert (upper / "made.txt").read_text() == "hi\n"
     finally:
         subprocess.run(["umount", str(parts["merged"])], check=True)
+
+
+def test_paths_resolve_inside_the_root_whatever_the_symlinks_say(tmp_path):
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "abs").symlink_to("/real")
+    (root / "climb").symlink_to("../../../../real")
+    (root / "host").symlink_to(str(tmp_path))
+    assert sandbox._resolve_in_root(root, "/abs/x") == "real/x"
+    assert sandbox._resolve_in_root(root, "/climb/x") == "real/x"
+    # An absolute link is the container's path, never the host's.
+    assert sandbox._resolve_in_root(root, "/host/root") == str(tmp_path)[1:] + "/root"
+    assert sandbox._resolve_in_root(root, "/../../etc/hosts") == "etc/hosts"

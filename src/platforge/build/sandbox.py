@@ -815,13 +815,14 @@ def mount(src, dst, fstype, flags, data=""):
 BIND, REC, RDONLY, REMOUNT, PRIVATE = 4096, 16384, 1, 32, 1 << 18
 mount("none", "/", "", REC | PRIVATE)
 r = c["root"]
-mount("proc", r + "/proc", "proc", 0)
-mount("tmpfs", r + "/dev", "tmpfs", 0, "mode=755,size=65536k")
+dev = r + c["dev"]
+mount("proc", r + c["proc"], "proc", 0)
+mount("tmpfs", dev, "tmpfs", 0, "mode=755,size=65536k")
 for d in ("null", "zero", "full", "random", "urandom", "tty"):
-    open(r + "/dev/" + d, "w").close()
-    mount("/dev/" + d, r + "/dev/" + d, "", BIND)
-os.mkdir(r + "/dev/shm", 0o1777)
-mount("shm", r + "/dev/shm", "tmpfs", 0, "mode=1777,size=65536k")
+    open(dev + "/" + d, "w").close()
+    mount("/dev/" + d, dev + "/" + d, "", BIND)
+os.mkdir(dev + "/shm", 0o1777)
+mount("shm", dev + "/shm", "tmpfs", 0, "mode=1777,size=65536k")
 for src, dst, ro in c["binds"]:
     mount(src, r + dst, "", BIND | REC)
     if ro:
@@ -886,10 +887,17 @@ def _binds(spec: RunSpec, files: dict[str, Path]) -> list[tuple[str, str, bool]]
 def _chroot_argv(
     spec: RunSpec, root: Path, user: _User, files: dict[str, Path]
 ) -> list[str]:
+    def inside(target: str) -> str:
+        # Mount points as the container resolves them, so no symlink in the image
+        # can point a mount at the host's own directories.
+        return "/" + _resolve_in_root(root, target)
+
     config = {
         "root": str(root),
-        "binds": _binds(spec, files),
-        "tmpfs": [m.target for m in spec.mounts if m.kind == "tmpfs"],
+        "proc": inside("/proc"),
+        "dev": inside("/dev"),
+        "binds": [(src, inside(dst), ro) for src, dst, ro in _binds(spec, files)],
+        "tmpfs": [inside(m.target) for m in spec.mounts if m.kind == "tmpfs"],
         "net_none": spec.network == "none",
         "hostname": spec.hostname,
         "cwd": spec.cwd or "/",
