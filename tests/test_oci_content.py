@@ -163,6 +163,7 @@ def test_schema1_is_recognised_and_refused_clearly(raw, media_type):
         (b"not json", "is not JSON"),
         (b"\xff\xfe", "is not JSON"),
         (b"[1, 2]", "not an object"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests JSON too deeply"),
         (b'{"schemaVersion": 3, "manifests": []}', "schemaVersion 3"),
         (b'{"schemaVersion": "2", "manifests": []}', "schemaVersion '2'"),
         (b'{"schemaVersion": 2, "manifests": {}}', "'manifests' is missing"),

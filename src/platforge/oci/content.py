@@ -64,6 +64,11 @@ def canonical_json(document: Any) -> bytes:
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         document = json.loads(raw)
+    except RecursionError:
+        raise ManifestError(
+            f"{what} ({len(raw)} bytes) nests JSON too deeply to be a manifest, "
+            "index or config"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(
             f"{what} ({len(raw)} bytes, starting {raw[:24]!r}) is not JSON: {exc}; "
