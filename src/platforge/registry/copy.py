@@ -443,7 +443,7 @@ def push_layout(
     )
     wanted = [reference.tag] if reference.tag else []
     _push_root(target, reference.repository, root, raw, [*wanted, *tags])
-    log.info("pushed", extra={"reference": str(reference), "digest": str(root.digest)})
+    log.debug("pushed", extra={"reference": str(reference), "digest": str(root.digest)})
     return CopyResult(root, actions)
 
 
