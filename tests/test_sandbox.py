@@ -240,7 +240,7 @@ def test_tmpfs_mount_contents_do_not_reach_the_layer(amd64_root, tmp_path):
 
 
 @pytest.mark.qemu
-def test_foreign_platform_runs_through_binfmt(busybox, tmp_path, require_qemu):
+def test_foreign_platform_runs_in_every_mode(busybox, tmp_path, require_qemu, mode):
     lower = make_root(tmp_path / "arm64", busybox["arm64"])
     result, output, _ = run(
         lower, tmp_path, "uname", "-m", platform=platforms.parse("linux/arm64")
