@@ -6,8 +6,9 @@ like any other layout (``oci:$PLATFORGE_STORE``). Next to the standard layout
 files the store keeps platforge's own records in ``platforge/``:
 
 * ``platforge/cache/<hex>.json`` — the layer cache: a step's cache key mapped to
-  the image state after the step (config and layer descriptors). The blobs those
-  records name live in the layout; a record whose blobs are gone is ignored.
+  the image state after the step (the config document and the layer
+  descriptors). The layers live in the layout; a record whose layers are gone
+  is ignored.
 * ``platforge/file-hashes.json`` — content hashes of context files by stat data.
 * ``platforge/tmp/`` — scratch space for RUN upper directories and unpacked
   ``COPY --from`` sources, removed as each step ends.
@@ -137,8 +138,7 @@ class Store:
         except ValueError:
             log.warning("ignoring unreadable cache record %s", path)
             return None
-        wanted = [record.get("config", {}).get("digest", "")]
-        wanted += [layer["digest"] for layer in record.get("layers", [])]
+        wanted = [layer.get("digest", "") for layer in record.get("layers", [])]
         if not all(d and self.has_blob(d) for d in wanted):
             return None
         return record
