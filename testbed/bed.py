@@ -176,6 +176,25 @@ def _pid_is_ours(pid: int, started: int | None = None) -> bool:
     return b"docker-registry" in cmdline or b"testbed.tokenserver" in cmdline
 
 
+def listens_on(pid: int, port: int) -> bool:
+    """True when process ``pid`` holds the listening TCP socket on 127.0.0.1:port."""
+    inodes = set()
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and local == f"0100007F:{port:04X}":
+                inodes.add(f"socket:[{inode}]")
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if str(fd.readlink()) in inodes:
+                return True
+    return False
+
+
 def _status_of(url: str, verify: ssl.SSLContext | bool, timeout: float = 2.0) -> int:
     with httpx.Client(verify=verify, trust_env=False, timeout=timeout) as client:
         return client.get(f"{url}/v2/").status_code
@@ -420,13 +439,19 @@ class Testbed:
             self.started[name] = started
 
     def _wait_ready(self, registry: Registry, proc: subprocess.Popen[bytes]) -> bool:
+        # Another test session may have taken the port between free_port() and
+        # the bind; its server would answer too, so the listener must be ours.
+        port = int(registry.host.rpartition(":")[2])
         deadline = time.monotonic() + READY_TIMEOUT
         verify = registry.ssl_context()
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return False
             with contextlib.suppress(httpx.HTTPError):
-                if _status_of(registry.url, verify, timeout=1.0) in (200, 401):
+                if _status_of(registry.url, verify, timeout=1.0) in (
+                    200,
+                    401,
+                ) and listens_on(proc.pid, port):
                     return True
             time.sleep(0.05)
         self._stop_proc(registry.name)

@@ -28,6 +28,7 @@ from testbed import (
     missing,
     qemu_status,
 )
+from testbed import bed as bed_module
 from testbed.tools import ToolError
 
 pytestmark = pytest.mark.registry
@@ -581,3 +582,26 @@ def test_install_system_registers_only_missing_handlers(tmp_path):
     assert "qemu-arm lacks the F flag" in out.stderr
     assert "qemu-ppc64le is not registered" in out.stderr
     assert "qemu-aarch64" not in out.stderr
+
+
+def test_a_port_taken_by_another_server_is_not_mistaken_for_ours(monkeypatch):
+    # Someone else's registry answers /v2/ on the port we were handed first.
+    other = Testbed()
+    try:
+        taken = other.registry("plain")
+        ports = iter([int(taken.host.rpartition(":")[2])])
+        real_free_port = bed_module.free_port
+        monkeypatch.setattr(
+            bed_module, "free_port", lambda: next(ports, None) or real_free_port()
+        )
+        bed = Testbed()
+        try:
+            ours = bed.registry("plain")
+            assert ours.host != taken.host
+            assert bed_module.listens_on(
+                bed.pids["plain"], int(ours.host.split(":")[1])
+            )
+        finally:
+            bed.stop()
+    finally:
+        other.stop()
