@@ -7,7 +7,10 @@ attaches to those registries instead, leaving them running.
 
 Fixtures
 --------
-``testbed``            session: the ``testbed.Testbed``
+``testbed``            session: the ``testbed.Testbed``; ``.token_url``,
+                       ``.token_stats()`` (tokens issued/refused), and
+                       ``.reader_username``/``.reader_password``: a token-server
+                       user that may only pull
 ``registry_plain``     HTTP, no auth (``Registry`` dataclass: name, host, url,
 ``registry_basic``     HTTP + basic auth       username, password, ca_file, scheme,
 ``registry_tls``       HTTPS, CA in ca_file    storage_dir; ``.creds``, ``.ref()``,
