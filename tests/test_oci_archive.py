@@ -134,6 +134,7 @@ def test_oci_archive_without_marker_or_blobs_is_refused(tmp_path):
     )
     with pytest.raises(ArchiveError, match="is incomplete"):
         read_oci_archive(tmp_path / "hollow.tar", dst)
+    assert dst.index().manifests == ()  # no name points at a partial image
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(ArchiveError, match="not a readable tar"):
         read_oci_archive(tmp_path / "junk.tar", dst)

@@ -370,11 +370,12 @@ def read_oci_archive(src: str | os.PathLike[str], layout: Layout) -> list[Descri
         except ContentError as exc:
             raise ArchiveError(f"oci-archive {src}: {INDEX_FILE}: {exc}") from None
         _import_blobs(tar, members, layout, src)
-    for entry in index.manifests:
-        layout.add_ref(entry, entry.ref_name)
+    # names are added only once everything they reach is in the layout
     problems = [p for root in index.manifests for p in _check_root(layout, root)]
     if problems:
         raise ArchiveError(f"oci-archive {src} is incomplete: {problems[0]}")
+    for entry in index.manifests:
+        layout.add_ref(entry, entry.ref_name)
     return list(index.manifests)
 
 
