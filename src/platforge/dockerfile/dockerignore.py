@@ -7,8 +7,9 @@ ignored. The rules are Docker's:
   means ``/foo``, not any ``foo`` below. A leading ``/`` or ``./`` is cleaned away,
   as are ``..`` and doubled slashes (the pattern is a cleaned path).
 * ``*`` matches within one path component, ``?`` one character of it, ``[…]`` a
-  character class, ``\\`` escapes the next character, and ``**`` any number of
-  components (also none): ``**/*.go`` matches ``a.go`` and ``x/y/a.go``.
+  character class (``[!…]`` or ``[^…]`` negates), ``\\`` escapes the next
+  character, and ``**`` any number of components (also none): ``**/*.go`` matches
+  ``a.go`` and ``x/y/a.go``.
 * A pattern that matches a directory excludes everything below it.
 * ``!pattern`` re-includes what an earlier pattern excluded. The last pattern that
   matches a path decides, so order matters: ``*.md`` then ``!README.md`` keeps only
@@ -74,8 +75,17 @@ def _glob_to_regex(glob: str) -> str:
                 i += 1
             else:
                 out.append(re.escape("\\"))
-        elif ch in "[]":
-            out.append(ch)
+        elif ch == "[":
+            end = glob.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape(ch))
+                continue
+            body = glob[i:end]
+            i = end + 1
+            negate = body[:1] in ("!", "^")
+            body = body[1:] if negate else body
+            body = body.replace("\\", "\\\\").replace("[", "\\[")
+            out.append(("[^" if negate else "[") + body + "]")
         else:
             out.append(re.escape(ch))
     return "".join(out)
