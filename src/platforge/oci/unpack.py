@@ -219,21 +219,20 @@ class _Tree:
         if name.startswith(WHITEOUT_PREFIX):
             self._whiteout(parent_parts, name[len(WHITEOUT_PREFIX) :])
             return
-        parent_fd = self._parent(parent_parts)
         self._written.add(parts)
         if entry.type is EntryType.DIRECTORY:
-            self._make_directory(parent_fd, name, parts, entry)
+            self._make_directory(parts, entry)
         elif entry.type is EntryType.FILE:
-            self._make_file(parent_fd, name, parts, entry, content)
+            self._make_file(parts, entry, content)
         elif entry.type is EntryType.SYMLINK:
-            self._replace(parent_fd, name, parts)
+            parent_fd = self._replace(parts)
             os.symlink(entry.linkname, name, dir_fd=parent_fd)
             self._own(parent_fd, name, entry)
             self._touch(parent_fd, name, entry)
         elif entry.type is EntryType.HARDLINK:
-            self._make_hardlink(parent_fd, name, parts, entry)
+            self._make_hardlink(parts, entry)
         else:
-            self._make_special(parent_fd, name, parts, entry)
+            self._make_special(parts, entry)
 
     # --- resolving paths inside the target ----------------------------------------
 
@@ -330,9 +329,10 @@ class _Tree:
         for key in [key for key in self._directories if key[:depth] == parts]:
             del self._directories[key]
 
-    def _replace(self, dir_fd: int, name: str, parts: Parts) -> None:
-        """Clear the way for a new non-directory entry at ``name``."""
-        self._remove(dir_fd, name, parts)
+    def _replace(self, parts: Parts) -> int:
+        """Clear the way for a new non-directory entry; returns its parent's fd."""
+        self._remove(self._parent(parts[:-1]), parts[-1], parts)
+        return self._parent(parts[:-1])
 
     def _whiteout(self, parent_parts: Parts, victim: str) -> None:
         if victim in ("", ".", ".."):
@@ -368,9 +368,9 @@ class _Tree:
         mode = entry.mode & 0o7777
         return mode if self._privileged else mode & ~_SPECIAL_BITS
 
-    def _make_directory(
-        self, parent_fd: int, name: str, parts: Parts, entry: Entry
-    ) -> None:
+    def _make_directory(self, parts: Parts, entry: Entry) -> None:
+        name = parts[-1]
+        parent_fd = self._parent(parts[:-1])
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -397,17 +397,9 @@ class _Tree:
         os.fchmod(fd, mode | stat.S_IRWXU)
         self._directories[parts] = _DirectoryMetadata(mode, entry.mtime)
 
-    def _make_file(
-        self,
-        parent_fd: int,
-        name: str,
-        parts: Parts,
-        entry: Entry,
-        content: IO[bytes] | None,
-    ) -> None:
-        self._replace(parent_fd, name, parts)
-        parent_fd = self._parent(parts[:-1])
-        fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent_fd)
+    def _make_file(self, parts: Parts, entry: Entry, content: IO[bytes] | None) -> None:
+        parent_fd = self._replace(parts)
+        fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent_fd)
         with open(fd, "wb", buffering=0) as out:  # noqa: PTH123 - an fd, not a path
             if content is not None:
                 self._copy(content, out)
@@ -428,9 +420,7 @@ class _Tree:
             while written < count:
                 written += out.write(view[written:count])
 
-    def _make_hardlink(
-        self, parent_fd: int, name: str, parts: Parts, entry: Entry
-    ) -> None:
+    def _make_hardlink(self, parts: Parts, entry: Entry) -> None:
         source_parts = _split(entry.linkname)
         if not source_parts:
             raise _RefusedError("its hardlink names the target directory")
@@ -443,12 +433,11 @@ class _Tree:
                 f"its hardlink target {entry.linkname!r} does not exist in the target"
             ) from None
         try:
-            self._replace(parent_fd, name, parts)
-            parent_fd = self._parent(parts[:-1])
+            parent_fd = self._replace(parts)
             try:
                 os.link(
                     source_parts[-1],
-                    name,
+                    parts[-1],
                     src_dir_fd=source_fd,
                     dst_dir_fd=parent_fd,
                     follow_symlinks=False,
@@ -466,12 +455,10 @@ class _Tree:
         finally:
             os.close(source_fd)
 
-    def _make_special(
-        self, parent_fd: int, name: str, parts: Parts, entry: Entry
-    ) -> None:
+    def _make_special(self, parts: Parts, entry: Entry) -> None:
+        name = parts[-1]
         if entry.type is EntryType.FIFO:
-            self._replace(parent_fd, name, parts)
-            parent_fd = self._parent(parts[:-1])
+            parent_fd = self._replace(parts)
             os.mkfifo(name, 0o600, dir_fd=parent_fd)
         else:
             if not self._privileged:
@@ -482,8 +469,7 @@ class _Tree:
                 )
                 return
             kind = stat.S_IFCHR if entry.type is EntryType.CHAR_DEVICE else stat.S_IFBLK
-            self._replace(parent_fd, name, parts)
-            parent_fd = self._parent(parts[:-1])
+            parent_fd = self._replace(parts)
             device = os.makedev(entry.devmajor, entry.devminor)
             os.mknod(name, kind | 0o600, device, dir_fd=parent_fd)
         self._own(parent_fd, name, entry)
