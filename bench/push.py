@@ -183,9 +183,9 @@ def main() -> None:
         print(f"layer: {mb:.0f} MB (gzip of random bytes), best of {args.runs} runs")
         runs = " ".join(f"{t:.2f}" for t in ours)
         print(f"platforge push: {best:6.2f} s  {mb / best:7.1f} MB/s  (runs: {runs})")
-        print(
-            f"skopeo copy:    {skopeo_best:6.2f} s  {mb / skopeo_best:7.1f} MB/s  runs {theirs}"
-        )
+        runs = " ".join(f"{t:.2f}" for t in theirs)
+        rate = mb / skopeo_best
+        print(f"skopeo copy:    {skopeo_best:6.2f} s  {rate:7.1f} MB/s  (runs: {runs})")
         print(f"ratio: {skopeo_best / best:.2f}x skopeo (goal >= 1.0x)")
         print(f"platforge peak RSS: {rss_mb:.0f} MB (goal < 150 MB)")
         print(f"re-push unchanged: {min(again):.2f} s (goal < 0.5 s)")

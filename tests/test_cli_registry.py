@@ -1,0 +1,238 @@
+"""The registry commands end to end: a five-platform busybox image through real
+registries (plain, basic auth, TLS, token auth), checked with skopeo and QEMU."""
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from test_registry_images import blob_files, busybox_layout
+
+pytestmark = pytest.mark.registry
+
+COMMANDS = ["push", "pull", "copy", "inspect", "login", "logout"]
+
+
+def platforge(*args, stdin=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "platforge", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def ok(*args, **kwargs):
+    done = platforge(*args, **kwargs)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture
+def docker_config(tmp_path, monkeypatch):
+    """A private DOCKER_CONFIG. (The test bed's docker_config also sets
+    REGISTRY_AUTH_FILE, which docker-registry reads as a config override when the
+    fixture runs before a registry's lazy start; only DOCKER_CONFIG is needed.)"""
+    path = tmp_path / "docker-config"
+    path.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def image(busybox, tmp_path_factory):
+    path = tmp_path_factory.mktemp("busybox") / "layout"
+    _, index = busybox_layout(busybox, path)
+    return path, index
+
+
+def _repo():
+    return f"cli/{uuid.uuid4().hex[:10]}"
+
+
+def _access(registry):
+    """CLI options and stdin reaching ``registry``, and skopeo's options."""
+    options, stdin, skopeo_options = [], None, ["--tls-verify=false"]
+    if registry.username:
+        options += ["--username", registry.username, "--password-stdin"]
+        stdin = registry.password + "\n"
+        skopeo_options += ["--creds", registry.creds]
+    if registry.ca_file:
+        options += ["--ca-file", registry.ca_file]
+    return options, stdin, skopeo_options
+
+
+@pytest.mark.parametrize("kind", ["plain", "basic", "tls", "token"])
+@pytest.mark.usefixtures("docker_config")
+def test_push_then_pull_busybox_index_byte_identical(
+    kind, request, image, skopeo, tmp_path
+):
+    registry = request.getfixturevalue(f"registry_{kind}")
+    layout, index = image
+    options, stdin, skopeo_options = _access(registry)
+    ref = registry.ref(_repo(), "v1")
+
+    pushed = ok("push", layout, ref, *options, stdin=stdin)
+    assert pushed.stdout.strip() == str(index.digest)
+
+    raw = skopeo("inspect", "--raw", *skopeo_options, f"docker://{ref}").stdout
+    assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == str(index.digest)
+
+    dest = tmp_path / "pulled"
+    pulled = ok("pull", ref, dest, "--format", "oci-layout", *options, stdin=stdin)
+    assert pulled.stdout.strip() == str(index.digest)
+    assert blob_files(dest) == blob_files(layout)
+    entry = json.loads((dest / "index.json").read_text())["manifests"][0]
+    assert entry["digest"] == str(index.digest)
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "v1"
+
+
+def test_pull_arm64_rootfs_runs_under_qemu(
+    registry_plain, image, tmp_path, require_qemu
+):
+    layout, _ = image
+    ref = registry_plain.ref(_repo(), "v1")
+    ok("push", layout, ref)
+    dest = tmp_path / "arm"
+    ok("pull", ref, dest, "--platform", "linux/arm64", "--format", "rootfs")
+
+    run = subprocess.run(
+        [dest / "rootfs" / "bin" / "busybox", "uname", "-m"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert run.stdout.strip() == "aarch64"
+    metadata = json.loads((dest / "metadata.json").read_text())
+    assert metadata["cmd"] == ["busybox", "uname", "-m"]
+    assert metadata["env"] == ["PATH=/bin"]
+    assert metadata["user"] == ""
+    assert sorted(p.name for p in dest.iterdir()) == ["metadata.json", "rootfs"]
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+def test_wrong_credentials_are_one_line_naming_the_registry(
+    kind, request, image, docker_config
+):
+    registry = request.getfixturevalue(f"registry_{kind}")
+    layout, _ = image
+    secret = "not-the-password-42"
+    done = platforge(
+        "push",
+        layout,
+        registry.ref(_repo(), "v1"),
+        "--username",
+        registry.username,
+        "--password-stdin",
+        stdin=secret + "\n",
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert registry.host in lines[0]
+    assert f"platforge login {registry.host}" in lines[0]
+    assert "Traceback" not in done.stderr
+    assert secret not in done.stderr + done.stdout
+
+
+def test_login_saves_credentials_push_uses_them_and_logout_forgets(
+    registry_basic, image, docker_config
+):
+    layout, index = image
+    env = {"DOCKER_CONFIG": str(docker_config)}
+    ok(
+        "login",
+        registry_basic.host,
+        "-u",
+        registry_basic.username,
+        "--password-stdin",
+        stdin=registry_basic.password + "\n",
+        env=env,
+    )
+    config = docker_config / "config.json"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    auth = json.loads(config.read_text())["auths"][registry_basic.host]["auth"]
+    assert base64.b64decode(auth).decode() == registry_basic.creds
+
+    ref = registry_basic.ref(_repo(), "v1")
+    assert ok("push", layout, ref, env=env).stdout.strip() == str(index.digest)
+
+    ok("logout", registry_basic.host, env=env)
+    assert registry_basic.host not in json.loads(config.read_text())["auths"]
+    refused = platforge("push", layout, ref, env=env)
+    assert refused.returncode == 1
+    assert "no credentials found" in refused.stderr
+
+
+def test_login_with_a_wrong_password_saves_nothing(registry_basic, docker_config):
+    done = platforge(
+        "login",
+        registry_basic.host,
+        "-u",
+        registry_basic.username,
+        "--password-stdin",
+        stdin="wrong\n",
+        env={"DOCKER_CONFIG": str(docker_config)},
+    )
+    assert done.returncode == 1
+    assert not (docker_config / "config.json").exists()
+
+
+def test_copy_within_a_registry_mounts_every_blob(registry_plain, image):
+    layout, index = image
+    source = registry_plain.ref(_repo(), "v1")
+    target = registry_plain.ref(_repo(), "copy")
+    ok("push", layout, source)
+    done = ok("copy", source, target)
+    assert done.stdout.strip() == str(index.digest)
+    assert "10 blobs mounted, 0 sent" in done.stderr
+
+
+def test_inspect_raw_gives_the_exact_bytes_from_registry_and_layout(
+    registry_plain, image
+):
+    layout, index = image
+    ref = registry_plain.ref(_repo(), "v1")
+    ok("push", layout, ref)
+    for target in (ref, layout):
+        raw = subprocess.run(
+            [sys.executable, "-m", "platforge", "inspect", str(target), "--raw"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert raw == index.raw
+    summary = json.loads(ok("inspect", ref, "--platform", "linux/s390x").stdout)
+    s390x = next(d for d in index.manifests if d.platform.architecture == "s390x")
+    assert summary["digest"] == str(s390x.digest)
+    assert len(summary["layers"]) == 1
+
+
+def test_push_of_a_corrupt_layout_fails_in_one_line(registry_plain, busybox, tmp_path):
+    layout, index = busybox_layout(busybox, tmp_path / "img")
+    manifest = layout.read_manifest(index.manifests[0])
+    path = layout.blob_path(manifest.layers[0].digest)
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    ref = registry_plain.ref(_repo(), "v1")
+    done = platforge("push", layout.path, ref)
+    assert done.returncode == 1
+    assert "corrupt" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert platforge("inspect", ref).returncode == 1
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_registry_command_help_shows_an_example(command):
+    done = ok(command, "--help")
+    assert "Example" in done.stdout
+    assert "platforge " + command in done.stdout
