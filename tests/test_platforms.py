@@ -359,3 +359,21 @@ def test_any_text_parses_or_fails_with_platform_error(text):
         assert repr(text) in error
     else:
         assert platforms.parse(platforms.format_all(platform)) == platform
+
+
+def test_platforms_sort_by_os_arch_variant():
+    texts = [
+        "linux/arm/v7",
+        "linux/amd64",
+        "linux/arm/v6",
+        "darwin/arm64",
+        "linux/arm64",
+    ]
+    ordered = sorted(platforms.parse(t) for t in texts)
+    assert [str(p) for p in ordered] == [
+        "darwin/arm64",
+        "linux/amd64",
+        "linux/arm/v6",
+        "linux/arm/v7",
+        "linux/arm64",
+    ]

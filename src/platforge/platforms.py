@@ -151,6 +151,19 @@ class Platform:
     def __str__(self) -> str:
         return format(self)
 
+    def _key(self) -> tuple[str, str, str, str, tuple[str, ...]]:
+        return (
+            self.os,
+            self.architecture,
+            self.variant or "",
+            self.os_version or "",
+            self.os_features,
+        )
+
+    def __lt__(self, other: Platform) -> bool:
+        # sorted() of platforms gives a stable, readable order (linux/amd64 first)
+        return self._key() < other._key()
+
 
 def _normalize_os(os_name: str) -> str:
     lowered = os_name.lower()
