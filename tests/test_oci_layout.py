@@ -107,6 +107,13 @@ def test_write_blob_skips_blobs_already_present(tmp_path):
     untouched = io.BytesIO(b"once")
     assert layout.write_blob(untouched, desc) is desc
     assert untouched.tell() == 0
+    # without a descriptor the bytes are hashed, and the existing file is kept
+    inode = layout.blob_path(desc.digest).stat().st_ino
+    assert layout.write_blob(b"once").digest == desc.digest
+    assert layout.blob_path(desc.digest).stat().st_ino == inode
+    assert sorted(p.name for p in (tmp_path / "blobs" / "sha256").iterdir()) == [
+        desc.digest.encoded
+    ]
 
 
 def test_write_blob_failure_mid_stream_leaves_no_temp_file(tmp_path):

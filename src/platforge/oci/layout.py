@@ -195,8 +195,12 @@ class Layout:
             if expected is not None:
                 writer.verify(expected.digest, expected.size)
             digest = writer.digest()
-            temp.chmod(0o644)
-            temp.replace(self.blob_path(digest))
+            if self.has_blob(digest):
+                # same name, same bytes: keep the file others may have linked
+                temp.unlink()
+            else:
+                temp.chmod(0o644)
+                temp.replace(self.blob_path(digest))
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
