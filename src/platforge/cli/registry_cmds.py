@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from platforge import platforms
-from platforge.errors import PlatforgeError
+from platforge.errors import LayoutError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Index, parse_manifest
 from platforge.registry import auth
@@ -319,7 +319,7 @@ def _layout_platform(layout: Any, document: bytes, wanted: Platform) -> Any:
     while isinstance(parsed, Index):
         chosen = parsed.find(wanted)
         if chosen is None:
-            raise PlatforgeError(
+            raise LayoutError(
                 f"the layout has no manifest for platform {wanted}; pick one of "
                 f"{', '.join(str(p) for p in parsed.platforms() if p)}"
             )
