@@ -82,8 +82,8 @@ DEFAULT_GZIP_LEVEL = 1
 
 DEFAULT_ZSTD_LEVEL = 3
 
-PEEK_SIZE = 6
-"""Bytes needed to tell every known codec apart."""
+PEEK_SIZE = 512
+"""Bytes ``detect`` wants: one tar header, so a plain tar is recognised as such."""
 
 _CHUNK = 1 << 20
 
@@ -132,15 +132,33 @@ _MAGIC: tuple[tuple[bytes, Compression], ...] = (
 
 
 def detect(prefix: bytes) -> Compression:
-    """The codec whose magic number starts ``prefix`` (give at least ``PEEK_SIZE``).
+    """The codec of a stream that starts with ``prefix`` (give ``PEEK_SIZE`` bytes).
 
-    A prefix that matches no magic number is taken as an uncompressed tar; a tar
-    header starts with a file name, which never begins with these bytes.
+    A prefix that is a valid tar header is a plain tar, even when the first file
+    name happens to start like a magic number ("BZh..."). Otherwise the magic
+    numbers decide, and a prefix that matches none is taken as a plain tar.
     """
+    if _is_tar_header(prefix[:512]):
+        return Compression.NONE
     for magic, compression in _MAGIC:
         if prefix.startswith(magic):
             return compression
     return Compression.NONE
+
+
+def _is_tar_header(block: bytes) -> bool:
+    # The header checksum: the byte sum of the block with its own 8-byte field
+    # counted as spaces, stored as octal at offset 148.
+    if len(block) < 512:
+        return False
+    field = block[148:156].replace(b"\0", b" ").strip()
+    if not field or any(byte not in b"01234567" for byte in field):
+        return False
+    expected = int(field, 8)
+    unsigned = sum(block[:148]) + 8 * 0x20 + sum(block[156:512])
+    # Some old writers summed signed bytes; readers accept both.
+    high = sum(1 for byte in block[:148] + block[156:512] if byte >= 0x80)
+    return expected in (unsigned, unsigned - 256 * high)
 
 
 def layer_media_type(compression: Compression) -> str:
