@@ -147,9 +147,17 @@ def test_exit_status_passes_through(amd64_root, tmp_path, mode):
     assert result.exit_code == 7
 
 
-def test_missing_command_fails_with_a_nonzero_status(amd64_root, tmp_path):
-    result, _, _ = run(amd64_root, tmp_path, "/bin/no-such-command")
-    assert result.exit_code != 0
+def test_a_missing_command_exits_127_as_in_docker(amd64_root, tmp_path, mode):
+    result, output, upper = run(amd64_root, tmp_path, "no-such-command")
+    assert result.exit_code == 127
+    assert "executable file not found in $PATH" in output
+    assert entries(upper) == set()
+
+
+def test_a_file_that_is_not_executable_exits_126(amd64_root, tmp_path):
+    result, output, _ = run(amd64_root, tmp_path, "/etc/passwd")
+    assert result.exit_code == 126
+    assert "permission denied" in output
 
 
 def test_environment_comes_from_the_spec_with_docker_defaults(

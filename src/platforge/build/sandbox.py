@@ -554,6 +554,45 @@ def _make_workdir(root: Path, cwd: str) -> None:
         root.joinpath(resolved).mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
+def _missing_executable(root: Path, spec: RunSpec, user: _User) -> str | None:
+    """A message when ``args[0]`` is not an executable file in the image, else None.
+
+    Looked up as execvp would inside the container (``PATH`` from the environment),
+    so a missing command gets Docker's status 127 rather than the runtime's own.
+    """
+    command = spec.args[0]
+    if "/" in command:
+        candidates = [command if command.startswith("/") else f"{spec.cwd}/{command}"]
+    else:
+        env = dict(item.partition("=")[::2] for item in _environment(spec, user))
+        candidates = [f"{d or '.'}/{command}" for d in env.get("PATH", "").split(":")]
+    mounted = [
+        _resolve_in_root(root, target) + "/" for target, _ in _mount_targets(spec)
+    ]
+    for candidate in candidates:
+        resolved = _resolve_in_root(root, candidate)
+        if any(resolved.startswith(m) for m in mounted):
+            return None  # inside a mount: only the container can tell
+        path = root / resolved
+        if path.is_file() and os.access(path, os.X_OK):
+            return None
+        if path.is_file() and "/" in command:
+            return f"exec: {command!r}: permission denied"
+    where = "" if "/" in command else " in $PATH"
+    return f"exec: {command!r}: executable file not found{where}"
+
+
+def _not_found(spec: RunSpec, message: str) -> tuple[int, bytes]:
+    """Docker's statuses for a command that cannot start: 127 missing, 126 denied."""
+    line = f"platforge: {message}\n".encode()
+    if spec.output is None:
+        sys.stderr.buffer.write(line)
+        sys.stderr.flush()
+    else:
+        spec.output(line)
+    return (126 if "permission denied" in message else 127), line
+
+
 # --- streaming the command's output -----------------------------------------------
 
 
@@ -781,22 +820,27 @@ def _run_runtime(spec: RunSpec, runtime: str) -> RunResult:
             stubs = _make_stubs(rootfs, _mount_targets(spec))
             _make_workdir(rootfs, spec.cwd)
             files = _generated_files(spec, state / "files")
-            bundle = state / "bundle"
-            bundle.mkdir()
-            config = _runtime_spec(spec, rootfs, user, files)
-            (bundle / "config.json").write_text(json.dumps(config))
-            name = f"platforge-{uuid.uuid4().hex[:16]}"
-            argv = [runtime, "--root", str(state / "runtime")]
-            if Path(runtime).name == "crun":
-                argv.append("--cgroup-manager=disabled")
-            argv += ["run", "--bundle", str(bundle), "--no-new-keyring", name]
-            code, tail = _spawn(argv, spec)
+            missing = _missing_executable(rootfs, spec, user)
+            if missing is not None:
+                result = RunResult(*_not_found(spec, missing), "runtime")
+            else:
+                bundle = state / "bundle"
+                bundle.mkdir()
+                config = _runtime_spec(spec, rootfs, user, files)
+                (bundle / "config.json").write_text(json.dumps(config))
+                name = f"platforge-{uuid.uuid4().hex[:16]}"
+                argv = [runtime, "--root", str(state / "runtime")]
+                if Path(runtime).name == "crun":
+                    argv.append("--cgroup-manager=disabled")
+                argv += ["run", "--bundle", str(bundle), "--no-new-keyring", name]
+                code, tail = _spawn(argv, spec)
+                result = RunResult(code, tail, "runtime")
         finally:
             _umount(rootfs)
         _remove_stubs(spec.upperdir, stubs)
     finally:
         shutil.rmtree(state, ignore_errors=True)
-    return RunResult(code, tail, "runtime")
+    return result
 
 
 # --- modes 2 and 3: a copy of the layers, and a tree diff ---------------------------
@@ -858,7 +902,10 @@ def _run_copy(spec: RunSpec, mode: str, qemu: Path | None) -> RunResult:
         files = _generated_files(spec, state / "files")
         before = _snapshot(root)
         _make_workdir(root, spec.cwd)  # after the snapshot: it belongs to the layer
-        if mode == "chroot":
+        missing = _missing_executable(root, spec, user)
+        if missing is not None:
+            code, tail = _not_found(spec, missing)
+        elif mode == "chroot":
             code, tail = _spawn(_chroot_argv(spec, root, user, files), spec)
         else:
             argv = _proot_argv(spec, root, user, files, qemu)
