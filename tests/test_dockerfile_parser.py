@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from platforge.dockerfile.parser import Heredoc, dump, go_quote, parse
+from platforge.dockerfile.parser import (
+    Heredoc,
+    dump,
+    go_quote,
+    parse,
+    parse_heredoc_word,
+)
 from platforge.errors import DockerfileError
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus" / "buildkit-dockerfile"
@@ -166,8 +172,6 @@ def test_onbuild_wraps_a_parsed_instruction():
         ("FROM a\nCOPY --chown=a --chown=b x y\n", r"COPY: flag --chown given twice"),
         ("FROM a b\n", r"^D:1: FROM: expected FROM \[--platform=P\] IMAGE"),
         ("FROM a AS 1x\n", r"FROM: invalid stage name '1x'"),
-        ("RUN x\n", r"^D:1: RUN: no FROM before it"),
-        ("ARG x\n", r"^D:1: no FROM instruction"),
         ("FROM a\nSHELL /bin/sh\n", r"SHELL: expected a JSON array"),
         ("FROM a\nHEALTHCHECK x\n", r"HEALTHCHECK: expected NONE or CMD"),
         ("FROM a\nONBUILD FROM b\n", r"ONBUILD: FROM is not allowed"),
@@ -180,6 +184,21 @@ def test_onbuild_wraps_a_parsed_instruction():
 def test_bad_dockerfiles_fail_with_file_line_and_instruction(text, message):
     with pytest.raises(DockerfileError, match=message):
         parse(text, filename="D")
+
+
+def test_onbuild_triggers_without_from_parse_strictly():
+    triggers = parse("RUN echo hi\nCOPY --from=x a b\n", filename="ONBUILD")
+    assert [i.keyword for i in triggers.instructions] == ["RUN", "COPY"]
+
+
+def test_heredoc_words_are_recognised_with_quotes_dashes_and_descriptors():
+    assert parse_heredoc_word("<<EOF") == Heredoc("EOF", "")
+    assert parse_heredoc_word("<<-'E O'") == Heredoc(
+        "E O", "", expand=False, chomp_tabs=True
+    )
+    assert parse_heredoc_word('3<<"X"Y') == Heredoc("XY", "", expand=False)
+    assert parse_heredoc_word("<<") is None
+    assert parse_heredoc_word("a<<EOF") is None
 
 
 def test_healthcheck_keeps_its_type_and_command():

@@ -309,7 +309,7 @@ def test_copy_heredoc_body_is_expanded_unless_the_delimiter_is_quoted():
     )
     copy, run = plan_of(text).target.steps[1:]
     assert [h.content for h in copy.heredocs] == ["v=1\n", "v=$V\n"]
-    assert copy.args == ["<<A", "<<'B'", "/d/"]
+    assert copy.args == ["<<A", "<<B", "/d/"]
     assert [h.content for h in run.heredocs] == ["echo $V\n"]
 
 
@@ -392,6 +392,18 @@ def test_copy_from_a_later_stage_is_an_error():
     text = "FROM a AS first\nCOPY --from=later x y\nFROM b AS later\n"
     with pytest.raises(DockerfileError, match=r"^Dockerfile:2: COPY: .* not earlier"):
         plan_of(text, target="first")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("RUN x\nFROM a\n", r"^Dockerfile:1: RUN: only ARG may come before the first"),
+        ("ARG x\n", r"^Dockerfile:1: no FROM instruction"),
+    ],
+)
+def test_a_dockerfile_must_start_its_stages_with_from(text, message):
+    with pytest.raises(DockerfileError, match=message):
+        plan_of(text)
 
 
 def test_stage_platform_is_from_platform_or_the_target():

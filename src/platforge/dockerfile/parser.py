@@ -38,8 +38,9 @@ What the parser understands (the rules of BuildKit's Dockerfile frontend):
 With ``strict=True`` (the default) the parser also checks what BuildKit checks when
 it turns the syntax tree into instructions: the keyword is known, flags are ones the
 keyword accepts and have values where needed, argument counts, ``FROM … AS name``,
-``HEALTHCHECK`` types, ``SHELL`` in JSON form, and that only ``ARG`` comes before the
-first ``FROM``. ``strict=False`` accepts anything the reference parser accepts (its
+``HEALTHCHECK`` types, ``SHELL`` in JSON form. (That a stage starts with ``FROM`` is
+checked by the planner, so a list of ``ONBUILD`` triggers parses too.)
+``strict=False`` accepts anything the reference parser accepts (its
 syntax-tree tests use made-up flags).
 
 Line numbers are 1-based and count physical lines of the original text. Every
@@ -60,7 +61,15 @@ from platforge.errors import DockerfileError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Dockerfile", "Heredoc", "Instruction", "dump", "go_quote", "parse"]
+__all__ = [
+    "Dockerfile",
+    "Heredoc",
+    "Instruction",
+    "dump",
+    "go_quote",
+    "parse",
+    "parse_heredoc_word",
+]
 
 KEYWORDS = (
     "ADD",
@@ -620,6 +629,32 @@ def _instruction_from_line(line: str, escape: str) -> Instruction:
     return instruction
 
 
+def parse_heredoc_word(word: str) -> Heredoc | None:
+    """The here-document a word such as ``<<EOF``, ``<<-'EOF'`` or ``3<<EOF``
+    opens (with empty content), or None if the word opens none."""
+    match = _RE_HEREDOC.match(word)
+    if match is None or not match.group(3):
+        return None
+    rest = match.group(3)
+    try:
+        _, plain = Lexer({}, skip_unset=True).process(rest)
+        _, quoted = Lexer({}, raw_quotes=True, skip_unset=True).process(rest)
+    except ShellExpansionError:
+        return None
+    if len(plain) != 1 or len(quoted) != 1:
+        return None
+
+    def quotes(text: str) -> int:
+        return text.count("'") + text.count('"')
+
+    return Heredoc(
+        name=plain[0],
+        content="",
+        expand=quotes(plain[0]) == quotes(quoted[0]),
+        chomp_tabs=match.group(2) == "-",
+    )
+
+
 def _heredocs_in(line: str) -> list[Heredoc]:
     """The here-documents an instruction line opens, in order."""
     try:
@@ -628,40 +663,16 @@ def _heredocs_in(line: str) -> list[Heredoc]:
         ).process(line)
     except ShellExpansionError:
         return []
-    found: list[Heredoc] = []
-    for word in words:
-        match = _RE_HEREDOC.match(word)
-        if match is None or not match.group(3):
-            continue
-        rest = match.group(3)
-        try:
-            _, plain = Lexer({}, skip_unset=True).process(rest)
-            _, quoted = Lexer({}, raw_quotes=True, skip_unset=True).process(rest)
-        except ShellExpansionError:
-            continue
-        if len(plain) != 1 or len(quoted) != 1:
-            continue
-        name = plain[0]
-
-        def quotes(text: str) -> int:
-            return text.count("'") + text.count('"')
-
-        found.append(
-            Heredoc(
-                name=name,
-                content="",
-                expand=quotes(name) == quotes(quoted[0]),
-                chomp_tabs=match.group(2) == "-",
-            )
-        )
-    return found
+    found = [parse_heredoc_word(word) for word in words]
+    return [heredoc for heredoc in found if heredoc is not None]
 
 
 # -- strict checks ----------------------------------------------------------------
 
 
 def _check(dockerfile: Dockerfile) -> None:
-    seen_from = False
+    # Where FROM must come is the planner's rule, so that ONBUILD triggers (which
+    # have no FROM) parse strictly too.
     for instruction in dockerfile.instructions:
         try:
             _check_instruction(instruction, nested=False)
@@ -669,21 +680,6 @@ def _check(dockerfile: Dockerfile) -> None:
             raise DockerfileError(
                 str(exc), file=dockerfile.filename, line=instruction.start_line
             ) from None
-        if instruction.keyword == "FROM":
-            seen_from = True
-        elif not seen_from and instruction.keyword != "ARG":
-            raise DockerfileError(
-                f"{instruction.keyword}: no FROM before it; only ARG may come "
-                "before the first FROM",
-                file=dockerfile.filename,
-                line=instruction.start_line,
-            )
-    if not seen_from:
-        raise DockerfileError(
-            "no FROM instruction; a Dockerfile needs at least one stage",
-            file=dockerfile.filename,
-            line=dockerfile.instructions[-1].start_line,
-        )
 
 
 def _suggest(word: str) -> str:

@@ -34,7 +34,8 @@ Which words expand: ``ADD COPY ENV EXPOSE FROM LABEL STOPSIGNAL USER VOLUME WORK
 ARG`` and the flags of every instruction; ``RUN CMD ENTRYPOINT SHELL HEALTHCHECK`` keep
 their command text for the shell in the image; ``ONBUILD`` is stored unexpanded.
 Here-documents of ``COPY``/``ADD`` whose delimiter is unquoted get their variables
-expanded; ``RUN`` here-documents are left to the shell.
+expanded, and their source words read ``<<NAME`` (delimiter quotes removed); ``RUN``
+here-documents are left to the shell.
 
 Each stage has a ``key``: a digest of everything that decides its result (base,
 platform, steps with their expanded words, args and environment, the keys of the
@@ -74,7 +75,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from platforge import platforms as pf
-from platforge.dockerfile.parser import Heredoc, Instruction
+from platforge.dockerfile.parser import Heredoc, Instruction, parse_heredoc_word
 from platforge.dockerfile.shell import Lexer, ShellExpansionError, expand_words
 from platforge.errors import DockerfileError, PlatformError
 
@@ -548,11 +549,7 @@ class _Resolver:
         """The step's words, expanded the way its keyword expands them."""
         keyword = instruction.keyword
         if keyword in _EXPAND_EACH:
-            # A here-document source (<<EOF) names a body, not a path.
-            return [
-                word if word.startswith("<<") else self.expand(instruction, word, env)
-                for word in instruction.args
-            ]
+            return [self._expand_source(instruction, w, env) for w in instruction.args]
         if keyword in _EXPAND_SPLIT:
             return [
                 piece
@@ -566,6 +563,17 @@ class _Resolver:
         if keyword == "ARG":
             return self._args(instruction, scope, env)
         return list(instruction.args)
+
+    def _expand_source(
+        self, instruction: Instruction, word: str, env: Mapping[str, str]
+    ) -> str:
+        # A here-document source names a body, not a path: written as <<NAME (or
+        # <<-NAME), without the quotes of its delimiter.
+        if instruction.keyword in ("COPY", "ADD") and instruction.heredocs:
+            heredoc = parse_heredoc_word(word)
+            if heredoc is not None:
+                return ("<<-" if heredoc.chomp_tabs else "<<") + heredoc.name
+        return self.expand(instruction, word, env)
 
     def _pairs(
         self, instruction: Instruction, scope: _Scope, env: Mapping[str, str]
