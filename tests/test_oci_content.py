@@ -497,3 +497,32 @@ def test_any_bytes_parse_or_fail_with_manifest_error(raw):
     with contextlib.suppress(ManifestError):
         parsed = parse_manifest(raw)
     assert parsed is None or parsed.raw == raw
+
+
+PLATFORMS = st.builds(
+    Platform,
+    os=st.sampled_from(["linux", "windows", "freebsd"]),
+    architecture=st.sampled_from(["amd64", "arm64", "arm", "s390x"]),
+    variant=st.none() | st.sampled_from(["v6", "v7", "v8.2"]),
+    os_version=st.none() | st.just("10.0.17763.1"),
+    os_features=st.lists(st.sampled_from(["win32k", "x"]), max_size=2).map(tuple),
+)
+DESCRIPTORS = st.builds(
+    Descriptor,
+    media_type=st.sampled_from([mt.OCI_MANIFEST, mt.OCI_LAYER_ZSTD, "application/x"]),
+    digest=st.binary(max_size=8).map(Digest.of),
+    size=st.integers(0, 2**53),
+    platform=st.none() | PLATFORMS,
+    annotations=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+    urls=st.lists(st.text(min_size=1, max_size=10), max_size=2).map(tuple),
+    artifact_type=st.none() | st.just("application/y"),
+    data=st.none() | st.binary(max_size=10),
+)
+
+
+@given(st.lists(DESCRIPTORS, max_size=4))
+def test_descriptors_round_trip_through_a_built_index(descriptors):
+    index = Index.build(descriptors, {"k": "v"})
+    again = Index.parse(index.raw)
+    assert again.manifests == tuple(descriptors)
+    assert Index.build(again.manifests, {"k": "v"}).raw == index.raw
