@@ -337,3 +337,51 @@ def test_paths_resolve_inside_the_root_whatever_the_symlinks_say(tmp_path):
     # An absolute link is the container's path, never the host's.
     assert sandbox._resolve_in_root(root, "/host/root") == str(tmp_path)[1:] + "/root"
     assert sandbox._resolve_in_root(root, "/../../etc/hosts") == "etc/hosts"
+
+
+CHANGES = """
+set -e
+echo new > /data/new.txt
+chmod 600 /data/new.txt
+echo more >> /data/old/keep.txt
+ln -s old/keep.txt /data/link
+mkdir -p /data/deep/er
+touch /data/deep/er/leaf
+rm /data/remove-me
+mv /data/new.txt /data/renamed.txt
+ln /data/old/keep.txt /data/hard
+"""
+
+
+def signature(upper: Path) -> dict[str, tuple]:
+    """What a layer records of each entry: type, mode, owner, links, content."""
+    found = {}
+    for path in sorted(upper.rglob("*")):
+        st = path.lstat()
+        kind = stat.S_IFMT(st.st_mode)
+        content = None
+        if stat.S_ISREG(st.st_mode):
+            content = path.read_bytes()
+        elif stat.S_ISLNK(st.st_mode):
+            content = str(path.readlink())
+        opaque = stat.S_ISDIR(st.st_mode) and sandbox._is_opaque(path)
+        rel = str(path.relative_to(upper))
+        mode = stat.S_IMODE(st.st_mode)
+        found[rel] = (kind, mode, st.st_uid, st.st_nlink, content, opaque)
+    return found
+
+
+def test_every_mode_records_the_same_changes(amd64_root, tmp_path, monkeypatch):
+    results = {}
+    for mode in MODES:
+        _mode_available(mode)
+        monkeypatch.setenv("PLATFORGE_SANDBOX", mode)
+        where = tmp_path / mode
+        where.mkdir()
+        result, output, upper = run(amd64_root, where, "sh", "-c", CHANGES)
+        assert result.exit_code == 0, (mode, output)
+        results[mode] = signature(upper)
+    reference = results.pop("runtime")
+    assert "data/remove-me" in reference
+    for mode, found in results.items():
+        assert found == reference, mode
