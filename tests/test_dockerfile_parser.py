@@ -179,6 +179,11 @@ def test_onbuild_wraps_a_parsed_instruction():
         ("FROM a\nLABEL x\n", r"^D:2: LABEL: 'x' has no value"),
         ("FROM a\nENV a=b c\n", r"ENV: cannot find '=' in 'c'"),
         ("# escape=x\nFROM a\n", r"^D:1: invalid escape character"),
+        ("FROM a\nCOPY x <<EOF\nEOF\n", r"^D:2: COPY: a here-document cannot be"),
+        ("FROM a\nARG =x\n", r"^D:2: ARG: a name is missing"),
+        ("FROM a\nENV =x\n", r"^D:2: ENV: a name is missing"),
+        ('FROM a\nVOLUME [" "]\n', r"^D:2: VOLUME: a volume path cannot be empty"),
+        ("FROM a\nVOLUME []\n", r"^D:2: VOLUME: expected at least one"),
     ],
 )
 def test_bad_dockerfiles_fail_with_file_line_and_instruction(text, message):

@@ -722,12 +722,23 @@ def _check_instruction(instruction: Instruction, *, nested: bool) -> None:  # no
             raise _InstructionError(
                 f"{keyword}: expected at least one source and a destination"
             )
+        if not instruction.json_form and parse_heredoc_word(args[-1]) is not None:
+            raise _InstructionError(
+                f"{keyword}: a here-document cannot be the destination; put the "
+                "destination path last"
+            )
+    elif keyword in ("ENV", "LABEL", "ARG") and any(
+        word.startswith("=") for word in args
+    ):
+        raise _InstructionError(f"{keyword}: a name is missing before '='")
     elif keyword in ("RUN", "USER", "WORKDIR", "STOPSIGNAL", "MAINTAINER"):
         if not args and not instruction.json_form:
             raise _InstructionError(f"{keyword}: expected an argument")
     elif keyword in ("ARG", "EXPOSE", "VOLUME"):
-        if not args and not instruction.json_form:
+        if not args:
             raise _InstructionError(f"{keyword}: expected at least one argument")
+        if keyword == "VOLUME" and not all(word.strip() for word in args):
+            raise _InstructionError("VOLUME: a volume path cannot be empty")
     elif keyword == "SHELL":
         if not instruction.json_form or not args:
             raise _InstructionError(
