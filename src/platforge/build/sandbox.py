@@ -34,7 +34,10 @@ runc is used, because crun refuses them.
 Limitations: no pseudo-terminal is allocated (``stdin_tty`` connects platforge's own
 standard input instead); resource limits and seccomp profiles are not applied; under
 proot the network is always the host's, the hostname is not set and ``network="none"``
-is not enforced.
+is not enforced. Without root (``chroot`` in a user namespace, or ``proot``) the copy
+and its changes belong to the invoking user, so the upper directory records that
+owner, whiteouts and opaque directories may use overlay's ``user.overlay.*`` xattr
+forms, and ``chroot`` cannot switch to a ``USER`` other than root.
 """
 
 from __future__ import annotations
@@ -179,6 +182,10 @@ _READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-tri
 _GENERATED = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 _TAIL = 4096
 _OPAQUE = "trusted.overlay.opaque"
+# Without root, overlay's unprivileged ("userxattr") markers stand in for the
+# character device and the trusted xattr; layer writers read both forms.
+_USER_OPAQUE = "user.overlay.opaque"
+_USER_WHITEOUT = "user.overlay.whiteout"
 # mount(2) takes at most one page of options; longer lowerdir lists are merged first.
 _MAX_MOUNT_OPTIONS = 4000
 _MNT_DETACH = 2
@@ -214,6 +221,20 @@ def _find_runtime() -> str | None:
     return crun or shutil.which("runc")
 
 
+def _user_namespaces() -> bool:
+    """Whether this unprivileged user may make a user namespace (often disabled)."""
+    try:
+        done = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "true"],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def _hybrid_cgroups() -> bool:
     return Path("/sys/fs/cgroup/unified/cgroup.controllers").exists()
 
@@ -230,7 +251,7 @@ def _probe(forced: str | None) -> SandboxCapabilities:
         reasons.append("the kernel offers no overlay filesystem")
     if runtime is None:
         reasons.append("neither crun nor runc is on PATH")
-    unshare = shutil.which("unshare") is not None
+    unshare = shutil.which("unshare") is not None and (root or _user_namespaces())
     proot = shutil.which("proot") is not None
     if forced == "runtime" or (forced is None and overlay and runtime and root):
         if not (overlay and runtime and root):
@@ -241,7 +262,10 @@ def _probe(forced: str | None) -> SandboxCapabilities:
         return SandboxCapabilities("runtime", runtime, overlay=True, reasons=())
     if forced == "chroot" or (forced is None and unshare):
         if not unshare:
-            raise SandboxError("PLATFORGE_SANDBOX=chroot needs unshare (util-linux)")
+            raise SandboxError(
+                "PLATFORGE_SANDBOX=chroot needs unshare (util-linux) and, without "
+                "root, user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+            )
         return SandboxCapabilities(
             "chroot", None, overlay=False, reasons=tuple(reasons)
         )
@@ -542,10 +566,32 @@ def _remove_stubs(upper: Path, stubs: _Stubs) -> None:
 
 
 def _is_opaque(path: Path) -> bool:
+    for name in (_OPAQUE, _USER_OPAQUE):
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _mark_opaque(path: Path) -> None:
     try:
-        return os.getxattr(path, _OPAQUE, follow_symlinks=False) == b"y"
+        os.setxattr(path, _OPAQUE, b"y", follow_symlinks=False)
+    except PermissionError:
+        os.setxattr(path, _USER_OPAQUE, b"y", follow_symlinks=False)
+
+
+def _is_whiteout(path: Path, st: os.stat_result) -> bool:
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return True
+    if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
+        return False
+    try:
+        os.getxattr(path, _USER_WHITEOUT, follow_symlinks=False)
     except OSError:
         return False
+    return True
 
 
 def _make_workdir(root: Path, cwd: str) -> None:
@@ -878,9 +924,16 @@ if c["net_none"]:
 libc.sethostname(c["hostname"].encode(), len(c["hostname"].encode()))
 os.chroot(r)
 os.chdir(c["cwd"])
-os.setgroups(c["groups"])
-os.setgid(c["gid"])
-os.setuid(c["uid"])
+try:
+    os.setgroups(c["groups"])
+except PermissionError:
+    pass  # a user namespace made without root may not set groups
+try:
+    os.setgid(c["gid"])
+    os.setuid(c["uid"])
+except OSError as e:
+    sys.exit(f"platforge sandbox: cannot become {c['uid']}:{c['gid']} without root "
+             f"({e.strerror}); run as root or set PLATFORGE_SANDBOX=proot")
 env = dict(e.split("=", 1) for e in c["env"])
 try:
     os.execvpe(c["args"][0], c["args"], env)
@@ -1062,7 +1115,7 @@ def write_tree_diff(
         )
         _copy_entry(root / rel, upper / rel, new, links, dirs)
         if replaced:
-            os.setxattr(upper / rel, _OPAQUE, b"y", follow_symlinks=False)
+            _mark_opaque(upper / rel)
         if stat.S_ISDIR(new.st_mode) and (inherited or old is None or replaced):
             fresh.add(rel)
     _fix_directory_times(dirs)
@@ -1099,7 +1152,11 @@ def _ensure_parents(
 
 
 def _whiteout(path: Path) -> None:
-    os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+    try:
+        os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+    except PermissionError:
+        path.touch(mode=0o000)
+        os.setxattr(path, _USER_WHITEOUT, b"y", follow_symlinks=False)
 
 
 def _copy_entry(
@@ -1125,7 +1182,11 @@ def _copy_entry(
     elif stat.S_ISLNK(mode):
         target.symlink_to(source.readlink())
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        os.mknod(target, mode, st.st_rdev)
+        try:
+            os.mknod(target, mode, st.st_rdev)
+        except PermissionError:
+            log.warning("device %s not copied: making devices needs root", source)
+            return
     elif stat.S_ISFIFO(mode):
         os.mkfifo(target)
     else:
@@ -1135,7 +1196,11 @@ def _copy_entry(
 
 
 def _copy_metadata(source: Path, target: Path, st: os.stat_result) -> None:
-    os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+    try:
+        os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+    except PermissionError:
+        # Without root a copy keeps the invoking user as its owner.
+        log.debug("cannot give %s to %d:%d", target, st.st_uid, st.st_gid)
     if not stat.S_ISLNK(st.st_mode):
         target.chmod(stat.S_IMODE(st.st_mode))
     try:
@@ -1143,7 +1208,7 @@ def _copy_metadata(source: Path, target: Path, st: os.stat_result) -> None:
     except OSError:
         names = []
     for name in names:
-        if name.startswith("trusted.overlay."):
+        if name.startswith(("trusted.overlay.", "user.overlay.")):
             continue
         try:
             value = os.getxattr(source, name, follow_symlinks=False)
@@ -1182,7 +1247,7 @@ def _apply_dir(
             src, dst = Path(entry.path), target / entry.name
             exists = dst.exists() or dst.is_symlink()
             is_dir = stat.S_ISDIR(st.st_mode)
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            if _is_whiteout(src, st):
                 if exists:
                     _remove(dst)
                 continue
