@@ -26,23 +26,21 @@ multi-platform image).
 from __future__ import annotations
 
 import glob
-import hashlib
-import json
 import logging
-import os
 import shutil
 import tarfile
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from platforge.concourse.protocol import metadata
 from platforge.concourse.remote import open_remote
 from platforge.concourse.semver import alias_tags
 from platforge.errors import ConcourseError, LayoutError, ReferenceFormatError
 from platforge.oci import mediatypes as mt
-from platforge.oci.compression import Compression, detect
+from platforge.oci.compression import Compression
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -172,156 +170,43 @@ def _as_layout(image: Path) -> Iterator[Path]:
 # --- tarballs ----------------------------------------------------------------------
 
 
-def _safe_name(name: str) -> str | None:
-    path = PurePosixPath(name.removeprefix("./"))
-    if path.is_absolute() or ".." in path.parts or not path.parts:
-        return None
-    return str(path)
-
-
 def layout_from_tarball(tarball: Path, dest: Path) -> None:
-    """Unpack a docker or OCI archive into a new OCI layout at ``dest``.
+    """Import a docker or OCI archive into a new OCI layout at ``dest``.
 
-    An OCI archive (``index.json`` and ``oci-layout``) is extracted as it is; a docker
-    archive gets an OCI manifest written for it, with each layer kept byte for byte
-    (compressed or not), so the config and layer digests are those of the archive.
-    Only the layout's own files are extracted, each streamed to disk.
+    A tarball holding ``index.json`` is read as an OCI archive (BuildKit's docker
+    exporter writes both forms in one tar; the OCI side is exact); otherwise as a
+    docker archive, which must hold one image. Blobs stream and are verified on the
+    way in (:mod:`platforge.oci.archive`).
     """
+    from platforge.oci.archive import (  # noqa: PLC0415 - only tarballs need it
+        read_docker_archive,
+        read_oci_archive,
+    )
+    from platforge.oci.layout import Layout  # noqa: PLC0415
+
     try:
-        tar = tarfile.open(tarball)  # noqa: SIM115 - closed below, after all reads
+        with tarfile.open(tarball) as tar:
+            names = {name.removeprefix("./") for name in tar.getnames()}
     except (tarfile.TarError, OSError) as exc:
         raise ConcourseError(
             f"params.image {tarball} is neither an OCI layout nor a readable tarball "
             f"({exc}); point it at oci-build-task's image/image.tar or image/image"
         ) from exc
-    with tar:
-        members = {
-            safe: member
-            for member in tar.getmembers()
-            if (safe := _safe_name(member.name)) is not None
-            and (member.isfile() or member.issym())
-        }
-        dest.mkdir(parents=True)
-        (dest / "blobs" / "sha256").mkdir(parents=True)
-        if "index.json" in members and "oci-layout" in members:
-            _extract_oci(tar, members, dest)
-        elif "manifest.json" in members:
-            _convert_docker(tar, members, dest)
-        else:
+    layout = Layout.create(dest)
+    if "index.json" in names and "oci-layout" in names:
+        read_oci_archive(tarball, layout)
+    elif "manifest.json" in names:
+        images = set(read_docker_archive(tarball, layout))
+        if len(images) != 1:
             raise ConcourseError(
-                f"params.image {tarball} is a tarball without index.json or "
-                "manifest.json; it is not an OCI or docker image archive"
+                f"params.image {tarball} holds {len(images)} images; push an archive "
+                "of exactly one image"
             )
-
-
-def _open_member(
-    tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str
-) -> IO[bytes]:
-    member = members.get(name)
-    seen: set[str] = set()
-    while member is not None and member.issym() and name not in seen:
-        seen.add(name)
-        target = _safe_name(str(PurePosixPath(name).parent / member.linkname))
-        name = target or ""
-        member = members.get(name)
-    handle = tar.extractfile(member) if member is not None else None
-    if handle is None:
+        # One image, however many RepoTags name it: the tag comes from the put.
+        (image,) = images
+        layout.set_index([replace(image, annotations={})])
+    else:
         raise ConcourseError(
-            f"image archive {tar.name!s} lacks {name!r}, which its manifest names; "
-            "the tarball is incomplete"
+            f"params.image {tarball} is a tarball without index.json or "
+            "manifest.json; it is not an OCI or docker image archive"
         )
-    return handle
-
-
-def _extract_oci(
-    tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], dest: Path
-) -> None:
-    for name in members:
-        parts = PurePosixPath(name).parts
-        if name in {"index.json", "oci-layout"} or (
-            len(parts) == 3 and parts[0] == "blobs"
-        ):
-            target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with _open_member(tar, members, name) as source, target.open("wb") as out:
-                shutil.copyfileobj(source, out, _CHUNK)
-
-
-def _store(source: IO[bytes], dest: Path) -> tuple[str, int, bytes]:
-    """Stream ``source`` into the layout's blobs; return digest, size, first bytes."""
-    hasher = hashlib.sha256()
-    size = 0
-    head = b""
-    fd, temp = tempfile.mkstemp(prefix=".blob-", dir=dest / "blobs" / "sha256")
-    with os.fdopen(fd, "wb") as out:
-        while chunk := source.read(_CHUNK):
-            if len(head) < 16:
-                head += chunk[:16]
-            hasher.update(chunk)
-            size += len(chunk)
-            out.write(chunk)
-    encoded = hasher.hexdigest()
-    Path(temp).replace(dest / "blobs" / "sha256" / encoded)
-    return f"sha256:{encoded}", size, head
-
-
-def _store_bytes(data: bytes, dest: Path) -> tuple[str, int]:
-    encoded = hashlib.sha256(data).hexdigest()
-    (dest / "blobs" / "sha256" / encoded).write_bytes(data)
-    return f"sha256:{encoded}", len(data)
-
-
-def _convert_docker(
-    tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], dest: Path
-) -> None:
-    with _open_member(tar, members, "manifest.json") as handle:
-        entries = json.load(handle)
-    if not isinstance(entries, list) or len(entries) != 1:
-        count = len(entries) if isinstance(entries, list) else 0
-        raise ConcourseError(
-            f"image archive {tar.name!s} holds {count} images in manifest.json; "
-            "push an archive of exactly one image"
-        )
-    entry = entries[0]
-    with _open_member(tar, members, str(entry["Config"])) as handle:
-        config_bytes = handle.read()
-    config = json.loads(config_bytes)
-    config_digest, config_size = _store_bytes(config_bytes, dest)
-
-    layers = []
-    for name in entry.get("Layers") or []:
-        with _open_member(tar, members, str(name)) as handle:
-            digest, size, head = _store(handle, dest)
-        layers.append(
-            {"mediaType": _LAYER_TYPES[detect(head)], "digest": digest, "size": size}
-        )
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_MANIFEST,
-        "config": {
-            "mediaType": mt.OCI_CONFIG,
-            "digest": config_digest,
-            "size": config_size,
-        },
-        "layers": layers,
-    }
-    manifest_digest, manifest_size = _store_bytes(
-        json.dumps(manifest, separators=(",", ":")).encode(), dest
-    )
-    platform = {"architecture": config.get("architecture"), "os": config.get("os")}
-    if config.get("variant"):
-        platform["variant"] = config["variant"]
-    index = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": mt.OCI_MANIFEST,
-                "digest": manifest_digest,
-                "size": manifest_size,
-                "platform": platform,
-            }
-        ],
-    }
-    (dest / "index.json").write_text(json.dumps(index), encoding="utf-8")
-    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}', encoding="utf-8")
