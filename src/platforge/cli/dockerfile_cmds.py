@@ -248,6 +248,12 @@ def plan_command(
     )
     for warning in dockerfile.warnings:
         click.echo(f"platforge: warning: {warning}", err=True)
+    if multi.unused_build_args:
+        names = ", ".join(sorted(multi.unused_build_args))
+        click.echo(
+            f"platforge: warning: build args not consumed by any ARG: {names}",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(_as_json(multi), indent=2, ensure_ascii=False))
     else:

@@ -746,7 +746,7 @@ def resolve(
     )
     plan = resolver.plan()
     if plan.unused_build_args:
-        log.warning(
+        log.debug(
             "build args not consumed by any ARG: %s",
             ", ".join(sorted(plan.unused_build_args)),
         )
@@ -766,7 +766,7 @@ def resolve_all(
     """Resolve ``dockerfile`` for every platform; mark stages shared across them.
 
     ``build_platform`` defaults to this host's platform. The unused build args are
-    those no platform's plan consumed; they are logged once, as a warning.
+    those no platform's plan consumed; the caller decides how to warn about them.
     """
     if not platforms:
         raise DockerfileError("no target platform given", file=dockerfile.filename)
@@ -790,5 +790,5 @@ def resolve_all(
     shared = {key for key, count in seen.items() if count > 1}
     unused = set.intersection(*(plan.unused_build_args for plan in plans.values()))
     if unused:
-        log.warning("build args not consumed by any ARG: %s", ", ".join(sorted(unused)))
+        log.debug("build args not consumed by any ARG: %s", ", ".join(sorted(unused)))
     return MultiPlan(plans=plans, shared=shared, unused_build_args=unused)
