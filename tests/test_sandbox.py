@@ -10,7 +10,8 @@ import os
 import shutil
 import stat
 import subprocess
-from typing import TYPE_CHECKING
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +19,6 @@ from platforge import platforms
 from platforge.build import sandbox
 from platforge.build.sandbox import Mount, RunSpec
 from platforge.errors import SandboxError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 APPLETS = ["sh", "true", "echo", "cat", "ls", "id", "env", "pwd", "rm", "mkdir"]
 APPLETS += ["uname", "ip", "hostname", "sleep", "touch", "head", "wc", "mv"]
@@ -385,3 +383,66 @@ def test_every_mode_records_the_same_changes(amd64_root, tmp_path, monkeypatch):
     assert "data/remove-me" in reference
     for mode, found in results.items():
         assert found == reference, mode
+
+
+ROOTLESS_SCRIPT = """
+import sys
+from pathlib import Path
+from platforge.build import sandbox
+base = Path(sys.argv[1])
+result = sandbox.run(sandbox.RunSpec(
+    lowerdirs=[base / "lower"], upperdir=base / "upper",
+    args=["sh", "-c", "echo made > /new.txt && rm /data/remove-me"],
+    output=sys.stdout.buffer.write))
+sys.exit(result.exit_code)
+"""
+
+
+@pytest.mark.parametrize("mode", ["chroot", "proot"])
+def test_copy_modes_work_without_root(busybox, mode):
+    """Runs the sandbox as user nobody, through the system's own Python.
+
+    The project's interpreter may live where nobody cannot reach it, so the test
+    uses /usr/bin/python3 with the source tree on PYTHONPATH (the sandbox needs
+    only the standard library).
+    """
+    system_python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not system_python.exists():
+        pytest.skip("needs root (to become nobody), setpriv and /usr/bin/python3")
+    if shutil.which({"chroot": "unshare", "proot": "proot"}[mode]) is None:
+        pytest.skip(f"the {mode} mode's tool is not installed")
+    base = Path(tempfile.mkdtemp(prefix="platforge-rootless-"))
+    try:
+        base.chmod(0o777)
+        make_root(base / "lower", busybox["amd64"])
+        src = Path(__file__).resolve().parents[1] / "src"
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                str(system_python),
+                "-c",
+                ROOTLESS_SCRIPT,
+                str(base),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env={
+                "PYTHONPATH": str(src),
+                "PLATFORGE_SANDBOX": mode,
+                "PATH": os.environ["PATH"],
+            },
+        )
+        if mode == "chroot" and "user namespaces" in done.stderr:
+            pytest.skip("unprivileged user namespaces are disabled on this host")
+        assert done.returncode == 0, done.stderr + done.stdout
+        upper = base / "upper"
+        assert (upper / "new.txt").read_text() == "made\n"
+        gone = upper / "data" / "remove-me"
+        assert sandbox._is_whiteout(gone, gone.lstat())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
