@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
 
         say(
             "Building examples/multi-platform: there is no internet here, so `alpine` "
-            f"is mapped to the local base with --build-context alpine={base}"
+            f"is mapped to the local base with --build-context alpine=docker-image://{base}"
         )
         image = f"{host}/demo/multi-platform:latest"
         platforge(
