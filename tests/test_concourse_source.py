@@ -1,0 +1,183 @@
+"""source and params validation, and the JSON protocol, without a registry."""
+
+import importlib.util
+import io
+
+import pytest
+
+from platforge.concourse.protocol import read_request, scrub, version_from_json
+from platforge.concourse.remote import open_remote
+from platforge.concourse.source import (
+    described,
+    parse_get_params,
+    parse_put_params,
+    parse_source,
+)
+from platforge.errors import ConcourseError
+
+FULL = {
+    "repository": "127.0.0.1:5000/app",
+    "username": "ci",
+    "password": "hunter2-secret",
+    "insecure": True,
+    "ca_certs": ["-----BEGIN CERTIFICATE-----\n..."],
+    "platform": {"os": "linux", "architecture": "aarch64"},
+    "variant": "alpine",
+    "semver_constraint": ">= 1.2, < 3",
+    "pre_releases": "true",
+    "pre_release_prefixes": ["dev"],
+    "registry_mirror": {"host": "127.0.0.1:5001", "username": "m", "password": "p4ss"},
+    "debug": False,
+}
+
+
+def test_every_upstream_key_is_read():
+    source = parse_source(FULL)
+    assert source.mode == "semver"
+    assert source.platform is not None
+    assert str(source.platform) == "linux/arm64"  # normalised
+    assert source.pre_releases is True
+    assert source.pre_release_prefixes == ("dev",)
+    assert source.registry_mirror.host == "127.0.0.1:5001"
+    assert source.semver_constraint.text == ">= 1.2, < 3"
+    assert "hunter2-secret" not in repr(source)
+    assert "p4ss" not in repr(source)
+    assert set(source.secrets) == {"hunter2-secret", "p4ss"}
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ({}, "source.repository is required"),
+        ({"repository": "r", "tagg": "x"}, "'tagg'"),
+        ({"repository": "r", "insecure": "maybe"}, "source.insecure"),
+        ({"repository": "r", "tag": ["x"]}, "source.tag"),
+        ({"repository": "r", "tag_regex": "("}, "source.tag_regex"),
+        ({"repository": "r", "tag": "a", "tag_regex": "b"}, "both tag and tag_regex"),
+        ({"repository": "r", "semver_constraint": ">>1"}, "semver_constraint"),
+        ({"repository": "r", "platform": {"arch": "x"}}, "source.platform"),
+        ({"repository": "r", "registry_mirror": {"user": "u"}}, "registry_mirror"),
+        ({"repository": "r", "content_trust": {"server": "x"}}, "content_trust"),
+        ({"repository": "r", "aws_access_key_id": "AKIA"}, "aws_region"),
+        (
+            {
+                "repository": "r",
+                "aws_region": "x",
+                "aws_role_arn": "a",
+                "aws_role_arns": ["b"],
+            },
+            "aws_role_arns",
+        ),
+        ({"repository": "r", "ca_certs": "PEM"}, "source.ca_certs"),
+        ("not an object", "source must be a JSON object"),
+    ],
+)
+def test_bad_sources_fail_naming_the_key(source, named):
+    with pytest.raises(ConcourseError, match=named.replace("(", r"\(")) as caught:
+        parse_source(source)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_wrong_type_password_is_not_echoed():
+    with pytest.raises(ConcourseError) as caught:
+        parse_source({"repository": "r", "password": ["p@ss-in-a-list"]})
+    assert "p@ss-in-a-list" not in str(caught.value)
+    assert "a secret" in str(caught.value)
+
+
+def test_get_and_put_params():
+    source = parse_source({"repository": "r", "username": "a", "password": "b"})
+    got = parse_get_params(
+        {"format": "oci-layout", "skip_download": True, "password": "c"}, source
+    )
+    assert got.format == "oci-layout"
+    assert got.skip_download
+    assert got.source.password == "c"  # short-lived credentials override the source
+    assert got.source.username == "a"
+    put = parse_put_params({"image": "image/image", "version": "1.0.0"}, source)
+    assert put.image == "image/image"
+    assert put.version == "1.0.0"
+    for bad, named in [
+        ({"format": "tarball"}, "params.format"),
+        ({"formt": "oci"}, "'formt'"),
+    ]:
+        with pytest.raises(ConcourseError, match=named):
+            parse_get_params(bad, source)
+    for bad, named in [
+        ({}, "params.image is required"),
+        ({"image": "i", "bump_aliases": True}, "bump_aliases needs params.version"),
+        ({"image": "i", "additional_tag": "f"}, "'additional_tag'"),
+    ]:
+        with pytest.raises(ConcourseError, match=named):
+            parse_put_params(bad, source)
+
+
+def test_debug_description_masks_secrets():
+    text = repr(described({"source": FULL}))
+    assert "hunter2-secret" not in text
+    assert "p4ss" not in text
+    assert "BEGIN CERTIFICATE" not in text
+
+
+@pytest.mark.parametrize(
+    ("stdin", "named"),
+    [
+        ("", "no request on stdin"),
+        ("{", "not JSON"),
+        ("[]", "JSON list, not an object"),
+        ('{"source": {}, "extra": 1}', "'extra'"),
+    ],
+)
+def test_bad_requests(stdin, named):
+    with pytest.raises(ConcourseError, match=named):
+        read_request(io.StringIO(stdin))
+
+
+def test_versions():
+    digest = "sha256:" + "a" * 64
+    assert version_from_json(None, required=False) is None
+    assert version_from_json({"digest": digest}, required=True).tag == ""
+    with pytest.raises(ConcourseError, match="no version"):
+        version_from_json(None, required=True)
+    with pytest.raises(ConcourseError, match=r"version\.digest"):
+        version_from_json({"tag": "x", "digest": "nope"}, required=True)
+    with pytest.raises(ConcourseError, match="'ref'"):
+        version_from_json({"digest": digest, "ref": "x"}, required=True)
+
+
+def test_scrub_masks_every_secret():
+    assert (
+        scrub("user ci pass hunter2 at host", ["hunter2"]) == "user ci pass *** at host"
+    )
+
+
+def test_ecr_without_boto3_says_how_to_install_it():
+    if importlib.util.find_spec("boto3") is not None:
+        pytest.skip("boto3 is installed; the missing-boto3 message cannot show")
+    source = parse_source({"repository": "app", "aws_region": "eu-west-1"})
+    with pytest.raises(ConcourseError, match=r"platforge\[ecr\]"):
+        open_remote(source)
+
+
+def test_repository_with_a_tag_is_refused():
+    with pytest.raises(ConcourseError, match=r"set source\.tag"):
+        open_remote(parse_source({"repository": "127.0.0.1:5000/app:1.0"}))
+
+
+def test_mirror_serves_reads_of_hub_repositories_only():
+    source = parse_source(
+        {"repository": "library/alpine", "registry_mirror": {"host": "127.0.0.1:5999"}}
+    )
+    with open_remote(source) as remote:
+        assert remote.reference.registry == "127.0.0.1:5999"
+        assert remote.repository == "library/alpine"
+    with open_remote(source, for_push=True) as remote:
+        assert remote.reference.registry == "docker.io"
+    explicit = parse_source(
+        {
+            "repository": "127.0.0.1:5000/app",
+            "registry_mirror": {"host": "127.0.0.1:5999"},
+        }
+    )
+    with open_remote(explicit) as remote:
+        assert remote.reference.registry == "127.0.0.1:5000"
