@@ -215,6 +215,8 @@ def test_unused_build_args_are_reported_but_not_fatal():
             "NOBODY": "2",
             "TARGETARCH": "x",
             "SOURCE_DATE_EPOCH": "0",
+            "BUILDKIT_INLINE_CACHE": "1",
+            "no_proxy": "127.0.0.1",
         },
     )
     assert plan.unused_build_args == {"NOBODY"}
@@ -403,6 +405,21 @@ def test_copy_from_a_later_stage_is_an_error():
 def test_a_dockerfile_must_start_its_stages_with_from(text, message):
     with pytest.raises(DockerfileError, match=message):
         plan_of(text)
+
+
+@pytest.mark.parametrize(
+    "written", ["alpine", "alpine:latest", "docker.io/library/alpine:latest"]
+)
+def test_a_named_context_matches_the_short_and_long_spellings_of_an_image(written):
+    plan = plan_of(
+        f"FROM {written}\nCOPY --from={written} /a /b\n", named_contexts={"alpine"}
+    )
+    assert plan.target.base == BaseRef("context", "alpine")
+    assert plan.target.steps[0].copy_from == FromRef("context", "alpine")
+    assert (
+        plan_of("FROM alpine:3\n", named_contexts={"alpine"}).target.base.kind
+        == "image"
+    )
 
 
 def test_stage_platform_is_from_platform_or_the_target():

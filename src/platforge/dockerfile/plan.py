@@ -27,8 +27,9 @@ Variables, in the order BuildKit resolves them:
   ``ENV a=1 b=$a`` expands ``$a`` with the value from *before* the instruction.
 * Build args nobody declares are reported in ``unused_build_args`` (a warning, not an
   error); the proxy args (``HTTP_PROXY`` …, visible to ``RUN`` without a declaration),
-  the automatic args and ``SOURCE_DATE_EPOCH`` never are. ``SOURCE_DATE_EPOCH`` must
-  be a whole number of seconds and is also offered as ``Plan.source_date_epoch``.
+  the automatic args, ``BUILDKIT_*`` and ``SOURCE_DATE_EPOCH`` never are.
+  ``SOURCE_DATE_EPOCH`` must be a whole number of seconds and is also offered as
+  ``Plan.source_date_epoch``.
 
 Which words expand: ``ADD COPY ENV EXPOSE FROM LABEL STOPSIGNAL USER VOLUME WORKDIR
 ARG`` and the flags of every instruction; ``RUN CMD ENTRYPOINT SHELL HEALTHCHECK`` keep
@@ -413,8 +414,9 @@ class _Resolver:
                 "set the build arg it uses",
             )
         lowered = ref.lower()
-        if ref in self.named_contexts:
-            return BaseRef("context", ref)
+        context = self._context_for(ref)
+        if context is not None:
+            return BaseRef("context", context)
         if lowered in self.by_name:
             index = self.by_name[lowered]
             if index >= raw.index:
@@ -429,6 +431,17 @@ class _Resolver:
         if lowered == "scratch":
             return BaseRef("scratch", "scratch")
         return BaseRef("image", ref)
+
+    def _context_for(self, ref: str) -> str | None:
+        """The named context a FROM or --from reference selects, if any.
+
+        A context named ``alpine`` also stands for ``alpine:latest``,
+        ``docker.io/library/alpine`` and the like, as in BuildKit.
+        """
+        for candidate in (ref, _familiar(ref)):
+            if candidate in self.named_contexts:
+                return candidate
+        return None
 
     def _platform(self, raw: _RawStage) -> Platform:
         text = raw.from_instruction.flag("platform")
@@ -482,8 +495,9 @@ class _Resolver:
         self, raw: _RawStage, instruction: Instruction, value: str
     ) -> FromRef:
         lowered = value.lower()
-        if value in self.named_contexts:
-            return FromRef("context", value)
+        context = self._context_for(value)
+        if context is not None:
+            return FromRef("context", context)
         if value.isdigit():
             index = int(value)
             if index >= raw.index:
@@ -692,6 +706,7 @@ class _Resolver:
             and name not in AUTOMATIC_ARGS
             and name not in PROXY_ARGS
             and name != SOURCE_DATE_EPOCH
+            and not name.startswith("BUILDKIT_")
         }
         return Plan(
             target_platform=self.target_platform,
@@ -713,6 +728,20 @@ class _Resolver:
                 file=self.file,
             )
         return int(text)
+
+
+def _familiar(ref: str) -> str:
+    """``docker.io/library/alpine:latest`` written the short way: ``alpine``."""
+    for prefix in ("docker.io/library/", "index.docker.io/library/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+            break
+    else:
+        for prefix in ("docker.io/", "index.docker.io/"):
+            if ref.startswith(prefix):
+                ref = ref[len(prefix) :]
+                break
+    return ref.removesuffix(":latest")
 
 
 def _mount_from(spec: str) -> str | None:
