@@ -190,3 +190,20 @@ def test_prefer_must_name_a_from_source(registry_plain):
         "elsewhere",
     )
     assert done.returncode == 2
+
+
+def test_tags_of_one_repository_merge_without_copying(registry_plain, skopeo, push):
+    amd64 = push("linux/amd64", registry_plain.ref("same/app", "amd64"))
+    arm = push("linux/arm/v7", registry_plain.ref("same/app", "armv7"))
+    target = registry_plain.ref("same/app", "latest")
+    done = platforge(
+        "index",
+        "create",
+        target,
+        "--from",
+        registry_plain.ref("same/app", "amd64"),
+        "--from",
+        registry_plain.ref("same/app", "armv7"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert children(skopeo, target) == {"linux/amd64": amd64, "linux/arm/v7": arm}
