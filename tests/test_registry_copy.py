@@ -84,12 +84,23 @@ def test_push_skips_blobs_the_registry_already_has(registry_plain, tmp_path):
     assert first.digest == descriptor.digest
     assert first.count("pushed") == 2
 
+    # The manifest is gone but its blobs stay: only blob HEADs, no bytes.
+    with RegistryClient(registry_plain.host) as client:
+        client.delete_manifest(ref.repository, str(descriptor.digest))
     registries, counters = _counting_registries()
     with registries:
-        again = push_layout(layout.path, ref, registries=registries, tags=["v2"])
+        again = push_layout(layout.path, ref, registries=registries)
     assert counters[0].upload_bytes == 0
     assert again.count("exists") == 2
     assert not [r for r in counters[0].requests if r[0] in {"POST", "PATCH"}]
+    assert len([r for r in counters[0].requests if "/blobs/" in r[1]]) == 2
+
+    # The whole image is there: one manifest HEAD, then the tags.
+    registries, counters = _counting_registries()
+    with registries:
+        push_layout(layout.path, ref, registries=registries, tags=["v2"])
+    assert counters[0].upload_bytes == 0
+    assert not [r for r in counters[0].requests if "/blobs/" in r[1]]
     with RegistryClient(registry_plain.host) as client:
         assert sorted(client.list_tags(ref.repository)) == ["v1", "v2"]
 

@@ -9,6 +9,9 @@ one order, so that nothing ever points at content that is not there yet:
 3. the root, by digest;
 4. tags, last, so a tag never names an incomplete image.
 
+When the target repository lists the root digest already, steps 1-3 are skipped: a
+registry accepts a manifest only once everything it refers to is there.
+
 Before a push from a layout, every blob the registry lacks is verified against its
 digest, so a corrupt layout is refused with nothing sent. Downloads are verified as
 they stream (see :mod:`platforge.registry.client`); a pull into a new directory is
@@ -354,14 +357,36 @@ def _push_plan(
     return actions
 
 
+def _already_pushed(
+    target: RegistryClient,
+    repository: str,
+    plan: _Plan,
+    progress: ProgressFn | None,
+) -> dict[str, str] | None:
+    """Blob actions when ``repository`` holds the root already, else ``None``.
+
+    A registry accepts a manifest only once everything it refers to is there, so an
+    image it lists by digest needs no blob or child manifest sent again.
+    """
+    root = plan.manifests[-1][0]
+    if target.head_manifest(repository, str(root.digest)) is None:
+        return None
+    for blob in plan.blobs:
+        emit(progress, BlobEvent("done", str(blob.digest), blob.size, "exists"))
+    return {str(blob.digest): "exists" for blob in plan.blobs}
+
+
 def _push_root(
     target: RegistryClient,
     repository: str,
     root: Descriptor,
     raw: bytes,
     tags: Iterable[str],
+    *,
+    present: bool,
 ) -> None:
-    target.put_manifest(repository, str(root.digest), raw, root.media_type)
+    if not present:
+        target.put_manifest(repository, str(root.digest), raw, root.media_type)
     for tag in dict.fromkeys(tags):
         target.put_manifest(repository, tag, raw, root.media_type)
 
@@ -432,17 +457,22 @@ def push_layout(
     plan = _Plan()
     _walk(source, root, raw, plan)
     target = registries.client(reference.registry)
-    actions = _push_plan(
-        source,
-        plan,
-        target,
-        reference.repository,
-        parallel=registries.parallel,
-        progress=progress,
-        verify=layout,
-    )
+    actions = _already_pushed(target, reference.repository, plan, progress)
+    present = actions is not None
+    if actions is None:
+        actions = _push_plan(
+            source,
+            plan,
+            target,
+            reference.repository,
+            parallel=registries.parallel,
+            progress=progress,
+            verify=layout,
+        )
     wanted = [reference.tag] if reference.tag else []
-    _push_root(target, reference.repository, root, raw, [*wanted, *tags])
+    _push_root(
+        target, reference.repository, root, raw, [*wanted, *tags], present=present
+    )
     log.debug("pushed", extra={"reference": str(reference), "digest": str(root.digest)})
     return CopyResult(root, actions)
 
@@ -482,15 +512,19 @@ def copy_image(
     plan = _Plan()
     _walk(src, root, raw, plan)
     client = registries.client(target.registry)
-    actions = _push_plan(
-        src,
-        plan,
-        client,
-        target.repository,
-        parallel=registries.parallel,
-        progress=progress,
-    )
-    _push_root(client, target.repository, root, raw, [target.tag] if target.tag else [])
+    actions = _already_pushed(client, target.repository, plan, progress)
+    present = actions is not None
+    if actions is None:
+        actions = _push_plan(
+            src,
+            plan,
+            client,
+            target.repository,
+            parallel=registries.parallel,
+            progress=progress,
+        )
+    tags = [target.tag] if target.tag else []
+    _push_root(client, target.repository, root, raw, tags, present=present)
     return CopyResult(root, actions)
 
 
