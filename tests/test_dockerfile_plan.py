@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from platforge import platforms
 from platforge.dockerfile.parser import parse
@@ -437,3 +441,52 @@ def test_stage_keys_are_stable_and_sensitive_to_inputs():
     assert first == again
     assert first != other
     assert first.startswith("sha256:")
+
+
+_LINES = st.sampled_from(
+    [
+        "FROM a",
+        "FROM a AS x",
+        "FROM x",
+        "FROM --platform=$BUILDPLATFORM a AS y",
+        "FROM $V",
+        "FROM --platform=$V b",
+        "ARG V",
+        "ARG V=1",
+        "ARG TARGETARCH",
+        "ENV A=$V",
+        "ENV B ${A:-x}",
+        "COPY --from=x a b",
+        "COPY --from=0 a b",
+        "COPY --from=$V a b",
+        "COPY <<E /d",
+        "E",
+        "RUN --mount=from=x,target=/m echo",
+        "WORKDIR /${V:?no}",
+        "EXPOSE $V",
+        "USER ${V/1/2}",
+        "COPY ${V%%x} /d",
+        "FROM scratch",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_LINES, min_size=1, max_size=10).map(lambda ls: "\n".join(ls) + "\n"),
+    st.sampled_from([None, "x", "y"]),
+    st.dictionaries(
+        st.sampled_from(["V", "TARGETARCH"]),
+        st.sampled_from(["", "1", "linux/arm64", "x y", "$"]),
+    ),
+)
+def test_planning_never_raises_anything_but_dockerfile_error(text, target, args):
+    with contextlib.suppress(DockerfileError):
+        resolve_all(
+            parse(text),
+            [AMD64, ARM],
+            build_platform=AMD64,
+            target=target,
+            build_args=args,
+            named_contexts={"x"},
+        )
