@@ -123,6 +123,7 @@ class _Upload(NamedTuple):
     size: int
     opener: BlobOpener
     progress: ProgressFn | None
+    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -456,12 +457,15 @@ class RegistryClient:
         mount_from: str | None = None,
         progress: ProgressFn | None = None,
         check: bool = True,
+        verified: bool = False,
     ) -> str:
         """Make ``repository`` hold the blob; return ``exists``/``mounted``/``pushed``.
 
         ``opener`` opens the blob's bytes from the start (it may be called again on a
         retry). ``mount_from`` names a repository of this registry holding the blob.
-        ``check=False`` skips the ``HEAD`` when the caller just asked it.
+        ``check=False`` skips the ``HEAD`` when the caller just asked it;
+        ``verified=True`` skips hashing the bytes on the way when the caller just
+        verified the source (the registry checks the digest on commit anyway).
         """
         describe = f"push blob {digest} to {self.registry}/{repository}"
         if check and self.blob_size(repository, digest) is not None:
@@ -486,7 +490,9 @@ class RegistryClient:
             # The registry declined the mount and opened an upload session.
             location = _session(response)
 
-        upload = _Upload(repository, scopes, digest, size, opener, progress)
+        upload = _Upload(
+            repository, scopes, digest, size, opener, progress, verify=not verified
+        )
 
         def attempt() -> str:
             nonlocal location
@@ -519,7 +525,7 @@ class RegistryClient:
 
     def _upload_monolithic(self, upload: _Upload, session: _Session) -> bool:
         """``PUT`` the whole blob; return True when the registry wants chunks."""
-        repository, scopes, digest, size, opener, progress = upload
+        repository, scopes, digest, size, opener, progress, _ = upload
         url = self._absolute(session.location).copy_merge_params({"digest": digest})
         with opener() as source:
             response = self._send(
@@ -530,7 +536,9 @@ class RegistryClient:
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(size),
                 },
-                content=lambda: _stream(source, size, digest, progress),
+                content=lambda: _stream(
+                    source, size, digest, progress, verify=upload.verify
+                ),
             )
         if response.status_code == 201:
             return False
@@ -540,7 +548,7 @@ class RegistryClient:
         raise self._error(response, f"push blob {digest} to", repository)
 
     def _upload_chunked(self, upload: _Upload, session: _Session) -> None:
-        repository, scopes, digest, size, opener, progress = upload
+        repository, scopes, digest, size, opener, progress, _ = upload
         chunk = max(self.chunk_size or DEFAULT_CHUNK_UPLOAD, session.min_chunk)
         url = self._absolute(session.location)
         offset = 0
@@ -785,21 +793,34 @@ def _read_exact(source: IO[bytes], length: int) -> bytes:
 
 
 def _stream(
-    source: IO[bytes], size: int, digest: str, progress: ProgressFn | None
+    source: IO[bytes],
+    size: int,
+    digest: str,
+    progress: ProgressFn | None,
+    *,
+    verify: bool = True,
 ) -> Iterator[bytes]:
     """Yield the blob in 1 MiB pieces from the start, checking size and digest."""
     if source.seekable():
         source.seek(0)
-    hasher = _hasher(digest)
+    hasher = _hasher(digest) if verify else None
     sent = 0
     while True:
         data = source.read(CHUNK)
         if not data:
             break
-        hasher.update(data)
+        if hasher is not None:
+            hasher.update(data)
         sent += len(data)
         emit(progress, BlobEvent("bytes", digest, size, nbytes=len(data)))
         yield data
+    if hasher is None:
+        if sent != size:
+            raise DigestMismatchError(
+                f"blob {digest} read as {sent} bytes, expected {size}; the source "
+                "changed while it was sent"
+            )
+        return
     actual = f"{digest.partition(':')[0]}:{hasher.hexdigest()}"
     if sent != size or actual != digest:
         # Raising inside the body aborts the request, so the registry never commits it.

@@ -340,6 +340,7 @@ def _push_plan(
             mount_from=mount_from,
             progress=progress,
             check=False,
+            verified=verify is not None,
         )
         emit(progress, BlobEvent("done", digest, blob.size, action))
         return action
