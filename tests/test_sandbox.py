@@ -468,3 +468,18 @@ def test_runtime_mode_overhead_for_true_is_small(amd64_root, tmp_path, monkeypat
     median = statistics.median(times[1:])
     print(f"RUN true in runtime mode: median {median * 1000:.1f} ms over 10 runs")
     assert median < 0.25
+
+
+def test_more_layers_than_one_mount_can_list_still_run(amd64_root, tmp_path, mode):
+    lowers = [amd64_root]
+    for number in range(120):
+        layer = tmp_path / "layers" / f"layer-with-a-long-name-{number:03d}"
+        layer.mkdir(parents=True)
+        (layer / f"file{number:03d}").write_text(str(number))
+    lowers += sorted((tmp_path / "layers").iterdir())
+    result, output, upper = run(
+        amd64_root, tmp_path, "sh", "-c", "ls / | grep -c file", lowerdirs=lowers
+    )
+    assert result.exit_code == 0, output
+    assert output.strip() == "120"
+    assert entries(upper) == set()

@@ -203,9 +203,8 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
             layout, manifest = _pull_into_store(
                 Reference.parse(image), wanted, registries
             )
-    cache = rootfs.default_cache_dir(
-        None if _is_layout(image) else default_store_path()
-    )
+    # Layers unpack beside the store even for a layout: the cache is shared.
+    cache = rootfs.default_cache_dir(default_store_path())
     config = layout.read_config(manifest.config)
     spec_platform = config.platform if config.architecture else wanted
     if sandbox.capabilities().mode != "proot":
