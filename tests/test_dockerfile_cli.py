@@ -133,3 +133,11 @@ def test_help_shows_an_example():
     assert result.exit_code == 0
     assert "Example:" in result.output
     assert "--platform linux/amd64,linux/arm64" in result.output
+
+
+def test_human_output_quotes_values_with_blanks():
+    text = 'FROM a\nARG E=\nLABEL title="two words" plain=x\nENV EMPTY=$E\n'
+    result = run("dockerfile", "plan", "-", stdin=text)
+    assert result.exit_code == 0, result.output
+    assert 'LABEL title="two words" plain=x' in result.output
+    assert 'ENV EMPTY=""' in result.output

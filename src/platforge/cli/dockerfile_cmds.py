@@ -51,6 +51,14 @@ def _ref_text(ref: FromRef | None) -> str:
     return f"{ref.kind} {ref.ref}"
 
 
+def _pair_text(word: str) -> str:
+    """``key=value`` with the value quoted when blanks or quotes would blur it."""
+    key, sep, value = word.partition("=")
+    if sep and (not value or any(c.isspace() or c in "\"'" for c in value)):
+        return f"{key}={json.dumps(value, ensure_ascii=False)}"
+    return word
+
+
 def _step_text(step: Step) -> str:
     flags = " ".join(
         f"--{name}"
@@ -61,6 +69,8 @@ def _step_text(step: Step) -> str:
     )
     if step.instruction.json_form:
         words = json.dumps(step.args, ensure_ascii=False)
+    elif step.keyword in ("ENV", "LABEL", "ARG"):
+        words = " ".join(_pair_text(word) for word in step.args)
     else:
         words = " ".join(step.args)
     text = " ".join(part for part in (step.keyword, flags, words) if part)
