@@ -265,6 +265,18 @@ def test_entry_paths_with_dotdot_are_refused():
         Entry.file("a/../../etc/passwd", b"")
 
 
+def test_hand_made_entries_get_clean_paths_and_dotdot_is_refused():
+    raw = Entry("/./srv//app/", EntryType.DIRECTORY, mode=0o755)
+    link = Entry("./srv/b", EntryType.HARDLINK, linkname="/srv/a")
+    blob, _ = write([raw, Entry.file("srv/a", b"a"), link], Compression.NONE)
+    names = [(m.name, m.linkname) for m in members(blob)]
+    assert names == [("srv/a", ""), ("srv/app", ""), ("srv/b", "srv/a")]
+    with pytest.raises(ContentError, match=r"'\.\.' component"):
+        write([Entry("srv/../../x", EntryType.FILE)])
+    with pytest.raises(ContentError, match="names the image root"):
+        write([Entry("/", EntryType.FILE)])
+
+
 def test_a_source_file_that_shrinks_while_writing_is_an_error(tmp_path):
     source = tmp_path / "data"
     source.write_bytes(b"x" * 100)

@@ -72,7 +72,7 @@ import posixpath
 import pwd
 import stat
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -96,8 +96,10 @@ __all__ = [
     "Entry",
     "EntryType",
     "LayerInfo",
+    "clean_path",
     "entries_from_directory",
     "entries_from_overlay",
+    "entry_from_tarinfo",
     "iter_entries",
     "opaque_directory",
     "opaque_marker_path",
@@ -490,7 +492,8 @@ def write_layer(
     blob = _HashedSink(out)
     compressor = open_writer(blob, compression, level)
     tar = _TarWriter(compressor, mtime=mtime, source_date_epoch=source_date_epoch)
-    ordered: Iterable[Entry] = sorted(entries, key=_sort_key) if sort else entries
+    checked = map(_checked, entries)
+    ordered: Iterable[Entry] = sorted(checked, key=_sort_key) if sort else checked
     written: set[str] = set()
     for entry in ordered:
         if entry.path in written:
@@ -521,6 +524,22 @@ def write_layer(
         len(written),
     )
     return info
+
+
+def _checked(entry: Entry) -> Entry:
+    """``entry`` with a clean path (and hardlink target); nonsense refused."""
+    path = clean_path(entry.path)
+    if path == "." and entry.type is not EntryType.DIRECTORY:
+        raise ContentError(
+            f"layer entry {entry.path!r} names the image root but is a "
+            f"{entry.type.value}; only a directory can describe the root"
+        )
+    linkname = entry.linkname
+    if entry.type is EntryType.HARDLINK:
+        linkname = clean_path(linkname)
+    if path == entry.path and linkname == entry.linkname:
+        return entry
+    return replace(entry, path=path, linkname=linkname)
 
 
 def _missing_parents(path: str, written: set[str]) -> list[str]:
