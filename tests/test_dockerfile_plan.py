@@ -144,6 +144,13 @@ PLATFORM_ARG_CASES = [
         {"TARGETSTAGE": "final"},
         id="TARGETSTAGE names the target",
     ),
+    pytest.param(
+        "FROM a AS first\nFROM a\nARG TARGETSTAGE\nRUN x\n",
+        AMD64,
+        {},
+        {"TARGETSTAGE": "default"},
+        id="TARGETSTAGE of an unnamed target is default",
+    ),
 ]
 
 

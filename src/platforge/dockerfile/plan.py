@@ -10,10 +10,10 @@ Variables, in the order BuildKit resolves them:
 
 * *Automatic platform args* ``TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT
   BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT`` and ``TARGETSTAGE`` (the target's
-  name) live in the global scope; a build arg of the same name overrides them. Values
-  are normalised (``linux/arm`` gives ``TARGETVARIANT=v7``). A stage's
-  ``FROM --platform`` never changes them, which is what makes the cross-compile idiom
-  work::
+  name, ``default`` when it has none) live in the global scope; a build arg of the
+  same name overrides them. Values are normalised (``linux/arm`` gives
+  ``TARGETVARIANT=v7``). A stage's ``FROM --platform`` never changes them, which is
+  what makes the cross-compile idiom work::
 
       FROM --platform=$BUILDPLATFORM golang AS build
       ARG TARGETARCH
@@ -184,7 +184,8 @@ class Stage:
 
     ``platform`` is the stage's own: ``FROM --platform`` if given, else the target
     platform. ``depends_on`` lists the indexes of the stages it needs (its base and
-    copy sources).
+    copy sources). ``key`` covers what the Dockerfile decides; the builder adds what
+    only it knows (the base image's digest, the contents of the build context).
     """
 
     index: int
@@ -285,7 +286,7 @@ class _Resolver:
         self.meta_instructions, self.raw_stages = self._split()
         self.by_name = {s.name: s.index for s in self.raw_stages if s.name}
         self.target_index = self._target_index(target)
-        target_name = self.raw_stages[self.target_index].name or ""
+        target_name = self.raw_stages[self.target_index].name or "default"
         automatic = _automatic_args(
             self.target_platform, self.build_platform, target_name
         )
