@@ -93,6 +93,18 @@ def _image(layout, platform, busybox_root):
     return manifest.descriptor(platform=platform)
 
 
+def busybox_layout(busybox, dest, arches=("amd64", "arm64")):
+    """Write the busybox base for ``arches`` as an OCI layout (ref ``latest``)."""
+    layout = Layout.create(dest)
+    children = [
+        _image(layout, platforms.parse(PLATFORM_OF[a]), busybox[a]) for a in arches
+    ]
+    index = Index.build(children)
+    layout.write_manifest(index)
+    layout.add_ref(index.descriptor(), "latest")
+    return layout
+
+
 def push_busybox_base(busybox, host, arches=("amd64", "arm64"), repo="base/busybox"):
     """Push a multi-arch busybox image to ``host``; return its reference."""
     key = (host, tuple(arches))
@@ -101,14 +113,7 @@ def push_busybox_base(busybox, host, arches=("amd64", "arm64"), repo="base/busyb
             return _pushed[key]
         reference = f"{host}/{repo}:{'-'.join(arches)}"
         with tempfile.TemporaryDirectory() as tmp:
-            layout = Layout.create(Path(tmp) / "layout")
-            children = [
-                _image(layout, platforms.parse(PLATFORM_OF[a]), busybox[a])
-                for a in arches
-            ]
-            index = Index.build(children)
-            layout.write_manifest(index)
-            layout.add_ref(index.descriptor(), "latest")
+            layout = busybox_layout(busybox, Path(tmp) / "layout", arches)
             with Registries() as regs:
                 push_layout(layout.path, Reference.parse(reference), registries=regs)
         _pushed[key] = reference

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from platforge import platforms
 from platforge.build import output
 from platforge.build.base import BaseResolver
+from platforge.build.chown import resolve_owner
 from platforge.build.context import FileHasher, SourceTree, join_dest
 from platforge.build.copy_step import UrlFetcher, plan_copy, write_copy
 from platforge.build.image import ImageState, ImageTree, empty_state
@@ -346,11 +347,25 @@ class BuildSession:
         cached = self._cached(key)
         if cached is not None:
             return cached
+        # A directory WORKDIR creates belongs to the current USER, as in BuildKit.
+        user = str(new.run_config.get("User") or "")
+        owner = (
+            resolve_owner(
+                user,
+                tree.read_small("etc/passwd"),
+                tree.read_small("etc/group"),
+                instruction="WORKDIR (for USER)",
+            )
+            if user
+            else None
+        )
         parts = path.strip("/").split("/")
         entries = []
         for i in range(1, len(parts) + 1):
             name = "/".join(parts[:i])
             existing = tree.mode_of(name)
+            if existing is None and owner is not None:
+                existing = (0o755, owner.uid, owner.gid)
             mode, uid, gid = existing or (0o755, 0, 0)
             entries.append(
                 Entry.directory(
@@ -478,8 +493,6 @@ class BuildSession:
             target=self.request.target,
             named_contexts=list(self.request.build_contexts),
         )
-        for name in sorted(multi.unused_build_args):
-            log.warning("build argument %s was not used by the Dockerfile", name)
         started = time.monotonic()
         try:
             images = self._build_platforms(wanted, multi.plans)

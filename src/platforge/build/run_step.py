@@ -165,6 +165,7 @@ def execute(
             build.emit("log", line, platform=platform, step=number)
 
     with build.store.scratch_dir("upper-") as upper:
+        upper.chmod(0o755)  # the upper directory's mode is the mode of "/"
         spec = sandbox.RunSpec(
             lowerdirs=lowers,
             upperdir=upper,
