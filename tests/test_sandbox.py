@@ -483,3 +483,39 @@ def test_more_layers_than_one_mount_can_list_still_run(amd64_root, tmp_path, mod
     assert result.exit_code == 0, output
     assert output.strip() == "120"
     assert entries(upper) == set()
+
+
+def _processes_running(marker: bytes) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes():
+                found.append(cmdline.parent.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_an_interrupted_run_leaves_no_container_and_no_mount(
+    amd64_root, tmp_path, mode
+):
+    def fail(chunk: bytes) -> None:
+        message = "the build was cancelled"
+        raise RuntimeError(message)
+
+    marker = b"sleep\x00317"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        sandbox.run(
+            RunSpec(
+                [amd64_root],
+                tmp_path / "upper",
+                ["sh", "-c", "echo started; exec sleep 317"],
+                output=fail,
+            )
+        )
+    assert time.monotonic() - started < 30
+    time.sleep(0.5)
+    assert _processes_running(marker) == []
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()
+    assert list(tmp_path.iterdir()) == [tmp_path / "upper"]

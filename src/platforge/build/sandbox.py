@@ -666,22 +666,39 @@ def _spawn(
     argv: Sequence[str],
     spec: RunSpec,
     env: dict[str, str] | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> tuple[int, bytes]:
-    """Run ``argv``, streaming its output as the spec asks; exit status and tail."""
+    """Run ``argv``, streaming its output as the spec asks; exit status and tail.
+
+    If platforge is interrupted (or the output callback fails) the process is
+    killed and ``stop`` is called, so no container outlives the step.
+    """
     stdin = None if spec.stdin_tty else subprocess.DEVNULL
-    if spec.output is None:
-        done = subprocess.run(argv, stdin=stdin, env=env, check=False)
-        return _status(done.returncode), b""
+    pipe = None if spec.output is None else subprocess.PIPE
     tail = _Tail(spec.output)
-    with subprocess.Popen(
-        argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-    ) as proc:
-        assert proc.stdout is not None  # noqa: S101 - PIPE was asked for
-        fd = proc.stdout.fileno()
-        while chunk := os.read(fd, 65536):
-            tail.feed(chunk)
+    proc = subprocess.Popen(
+        argv,
+        stdin=stdin,
+        stdout=pipe,
+        stderr=subprocess.STDOUT if pipe else None,
+        env=env,
+    )
+    try:
+        if proc.stdout is not None:
+            fd = proc.stdout.fileno()
+            while chunk := os.read(fd, 65536):
+                tail.feed(chunk)
         code = proc.wait()
-    return _status(code), tail.value()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        if stop is not None:
+            stop()
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return _status(code), tail.value() if pipe else b""
 
 
 def _status(code: int) -> int:
@@ -850,6 +867,16 @@ def _short_lowers(spec: RunSpec, state: Path) -> list[Path]:
     return [flat]
 
 
+def _force_delete(runtime: str, state: Path, name: str) -> None:
+    """Kill and remove a container whose runtime process was cut short."""
+    subprocess.run(
+        [runtime, "--root", str(state / "runtime"), "delete", "--force", name],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+
+
 def _run_runtime(spec: RunSpec, runtime: str) -> RunResult:
     state = Path(tempfile.mkdtemp(prefix=".platforge-run-", dir=spec.upperdir.parent))
     rootfs = state / "rootfs"
@@ -879,7 +906,8 @@ def _run_runtime(spec: RunSpec, runtime: str) -> RunResult:
                 if Path(runtime).name == "crun":
                     argv.append("--cgroup-manager=disabled")
                 argv += ["run", "--bundle", str(bundle), "--no-new-keyring", name]
-                code, tail = _spawn(argv, spec)
+                stop = functools.partial(_force_delete, runtime, state, name)
+                code, tail = _spawn(argv, spec, stop=stop)
                 result = RunResult(code, tail, "runtime")
         finally:
             _umount(rootfs)
