@@ -4,6 +4,7 @@ Bytes are counted through the client's transport seam (a wrapper around the real
 httpx transport), so "sends nothing" is measured, not assumed.
 """
 
+import json
 import logging
 import uuid
 
@@ -14,7 +15,7 @@ from platforge import platforms
 from platforge.errors import AuthError, DigestMismatchError, LayoutError, NotFoundError
 from platforge.oci.content import Index
 from platforge.oci.layout import Layout
-from platforge.registry.auth import Credentials
+from platforge.registry.auth import Credentials, parse_challenges
 from platforge.registry.client import RegistryClient
 from platforge.registry.copy import (
     Registries,
@@ -286,3 +287,34 @@ def test_layout_root_shapes(tmp_path, busybox):
     flat.set_index(list(index.manifests))
     root, raw = layout_root(flat)
     assert len(Index.parse(raw).manifests) == 5
+
+
+def test_identity_token_from_docker_config_uses_the_oauth2_refresh_grant(
+    registry_token, tmp_path
+):
+    challenge = parse_challenges(
+        httpx.get(f"{registry_token.url}/v2/").headers["www-authenticate"]
+    )[0]
+    offline = httpx.post(
+        challenge.params["realm"],
+        data={
+            "grant_type": "password",
+            "username": registry_token.username,
+            "password": registry_token.password,
+            "service": challenge.params["service"],
+            "access_type": "offline",
+            "client_id": "test",
+        },
+    )
+    refresh = offline.json()["refresh_token"]
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"auths": {registry_token.host: {"identitytoken": refresh}}})
+    )
+
+    layout, descriptor = small_layout(tmp_path / "img")
+    ref = Reference.parse(registry_token.ref(_repo(), "v1"))
+    with Registries(config=config) as registries:
+        assert push_layout(layout.path, ref, registries=registries).digest == (
+            descriptor.digest
+        )
