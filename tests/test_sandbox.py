@@ -519,3 +519,25 @@ def test_an_interrupted_run_leaves_no_container_and_no_mount(
     assert _processes_running(marker) == []
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
     assert list(tmp_path.iterdir()) == [tmp_path / "upper"]
+
+
+def test_a_layer_repeated_in_the_stack_runs_in_the_runtime_mode(
+    amd64_root, tmp_path, monkeypatch
+):
+    _mode_available("runtime")
+    monkeypatch.setenv("PLATFORGE_SANDBOX", "runtime")
+    empty = tmp_path / "empty-layer"
+    empty.mkdir()
+    extra = tmp_path / "extra-layer"
+    extra.mkdir()
+    (extra / "extra.txt").write_text("extra\n")
+    result, output, _ = run(
+        amd64_root,
+        tmp_path,
+        "cat",
+        "/extra.txt",
+        lowerdirs=[amd64_root, empty, extra, empty],
+    )
+    assert result.exit_code == 0, output
+    assert result.mode == "runtime"
+    assert output == "extra\n"

@@ -838,6 +838,17 @@ def _overlay_options(lowers: Sequence[Path], upper: Path, work: Path) -> str:
     )
 
 
+def _distinct(lowerdirs: Sequence[Path]) -> list[Path]:
+    """Each directory once, at its topmost place.
+
+    overlayfs refuses a directory listed twice ("too many levels of symbolic
+    links"), and images do repeat layers (empty ones above all). Applying a layer
+    again on top makes its earlier application moot, so only the last one counts.
+    """
+    resolved = [p.resolve() for p in lowerdirs]
+    return [p for i, p in enumerate(resolved) if p not in resolved[i + 1 :]]
+
+
 def _short_lowers(spec: RunSpec, state: Path) -> list[Path]:
     """Lower directories under short names, merged into one when still too long.
 
@@ -851,9 +862,9 @@ def _short_lowers(spec: RunSpec, state: Path) -> list[Path]:
         empty.mkdir()
         return [empty]
     lowers = []
-    for number, lower in enumerate(spec.lowerdirs):
+    for number, lower in enumerate(_distinct(spec.lowerdirs)):
         link = links / str(number)
-        link.symlink_to(lower.resolve())
+        link.symlink_to(lower)
         lowers.append(link)
     if (
         len(_overlay_options(lowers, spec.upperdir, state / "work"))
