@@ -4,6 +4,8 @@ Bytes are counted through the client's transport seam (a wrapper around the real
 httpx transport), so "sends nothing" is measured, not assumed.
 """
 
+import contextlib
+import io
 import json
 import logging
 import uuid
@@ -318,3 +320,19 @@ def test_identity_token_from_docker_config_uses_the_oauth2_refresh_grant(
         assert push_layout(layout.path, ref, registries=registries).digest == (
             descriptor.digest
         )
+
+
+def test_upload_whose_bytes_do_not_match_the_digest_is_never_committed(
+    registry_plain,
+):
+    data = b"these bytes are not what the digest says" * 1000
+    wrong = "sha256:" + "1" * 64
+    with RegistryClient(registry_plain.host) as client:
+        with pytest.raises(DigestMismatchError, match="corrupt"):
+            client.upload_blob(
+                "test/mismatch",
+                wrong,
+                len(data),
+                lambda: contextlib.nullcontext(io.BytesIO(data)),
+            )
+        assert client.blob_size("test/mismatch", wrong) is None
