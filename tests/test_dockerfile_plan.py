@@ -497,3 +497,10 @@ def test_planning_never_raises_anything_but_dockerfile_error(text, target, args)
             build_args=args,
             named_contexts={"x"},
         )
+
+
+def test_a_very_long_chain_of_stages_resolves_without_deep_recursion():
+    chain = "".join(f"FROM s{i - 1} AS s{i}\nRUN step{i}\n" for i in range(1, 1500))
+    plan = plan_of("FROM a AS s0\n" + chain)
+    assert len(plan.stages) == 1500
+    assert plan.target.base == BaseRef("stage", "s1498", 1498)

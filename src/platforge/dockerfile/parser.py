@@ -657,6 +657,8 @@ def parse_heredoc_word(word: str) -> Heredoc | None:
 
 def _heredocs_in(line: str) -> list[Heredoc]:
     """The here-documents an instruction line opens, in order."""
+    if "<<" not in line:
+        return []  # the common case, without lexing the whole line
     try:
         _, words = Lexer(
             {}, raw_quotes=True, raw_escapes=True, skip_unset=True

@@ -262,6 +262,14 @@ class _Scope:
         return {**self.args, **self.env}
 
 
+class _StageNeededError(Exception):
+    """Raised inside a stage's resolution when an earlier stage must come first."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
 class _Resolver:
     def __init__(
         self,
@@ -400,8 +408,29 @@ class _Resolver:
     # -- stages ---------------------------------------------------------------------
 
     def stage(self, index: int) -> Stage:
+        """Resolve stage ``index`` and, first, the earlier stages it needs.
+
+        A worklist rather than recursion, so a long chain of stages cannot exhaust
+        Python's stack: a stage that meets an unresolved dependency is retried after
+        it (dependencies are always earlier stages, so this ends).
+        """
+        pending = [index]
+        while pending:
+            current = pending[-1]
+            if current in self.resolved:
+                pending.pop()
+                continue
+            try:
+                self.resolved[current] = self._resolve_stage(self.raw_stages[current])
+            except _StageNeededError as need:
+                pending.append(need.index)
+            else:
+                pending.pop()
+        return self.resolved[index]
+
+    def _resolved(self, index: int) -> Stage:
         if index not in self.resolved:
-            self.resolved[index] = self._resolve_stage(self.raw_stages[index])
+            raise _StageNeededError(index)
         return self.resolved[index]
 
     def _base(self, raw: _RawStage) -> BaseRef:
@@ -463,7 +492,7 @@ class _Resolver:
         depends: list[int] = []
         parent_key = ""
         if base.kind == "stage" and base.stage_index is not None:
-            parent = self.stage(base.stage_index)
+            parent = self._resolved(base.stage_index)
             scope.env = dict(self.scopes[base.stage_index].env)
             depends.append(base.stage_index)
             parent_key = parent.key
@@ -484,7 +513,7 @@ class _Resolver:
             step = self._step(raw, instruction, scope)
             for ref in [step.copy_from, *step.mount_from]:
                 if ref is not None and ref.stage_index is not None:
-                    self.stage(ref.stage_index)
+                    self._resolved(ref.stage_index)
                     if ref.stage_index not in depends:
                         depends.append(ref.stage_index)
             stage.steps.append(step)
@@ -657,7 +686,7 @@ class _Resolver:
             if ref is None:
                 return None
             if ref.stage_index is not None:
-                return ["stage", self.stage(ref.stage_index).key]
+                return ["stage", self._resolved(ref.stage_index).key]
             return [ref.kind, ref.ref]
 
         document = {
