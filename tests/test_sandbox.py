@@ -194,7 +194,7 @@ def test_unknown_user_is_refused_before_running(amd64_root, tmp_path):
 
 
 def test_workdir_is_created_when_missing(amd64_root, tmp_path, mode):
-    result, output, upper = run(amd64_root, tmp_path, "pwd", cwd="/srv/app")
+    result, output, upper = run(amd64_root, tmp_path, "pwd", cwd="srv//app/")
     assert result.exit_code == 0
     assert output.strip() == "/srv/app"
     assert (upper / "srv" / "app").is_dir()

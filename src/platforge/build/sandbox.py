@@ -43,10 +43,12 @@ forms, and ``chroot`` cannot switch to a ``USER`` other than root.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import logging
 import os
+import posixpath
 import shutil
 import stat
 import subprocess
@@ -296,6 +298,9 @@ def run(spec: RunSpec) -> RunResult:
     """
     if not spec.args:
         raise SandboxError("nothing to run: the RUN step has an empty command")
+    # Runtimes want an absolute, clean working directory; Docker reads a relative
+    # one from the root.
+    spec = dataclasses.replace(spec, cwd=posixpath.normpath("/" + (spec.cwd or "/")))
     caps = capabilities()
     qemu = None
     if spec.platform is not None and not emulation.is_native(spec.platform):
