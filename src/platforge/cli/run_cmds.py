@@ -296,6 +296,14 @@ def emulation_status(architectures: tuple[str, ...]) -> None:
             "yes" if found.proot else "no",
         )
     Console(width=max(170, shutil.get_terminal_size().columns)).print(table)
+    try:
+        caps = sandbox.capabilities()
+    except SandboxError as exc:
+        click.echo(f"RUN steps: cannot run here: {exc}", err=True)
+    else:
+        how = f"{caps.mode} ({caps.runtime})" if caps.runtime else caps.mode
+        why = f"; {'; '.join(caps.reasons)}" if caps.reasons else ""
+        click.echo(f"RUN steps run in the {how} sandbox{why}", err=True)
     missing = [s.architecture for s in found_all if not s.runnable]
     if missing:
         click.echo(
