@@ -428,7 +428,9 @@ class Authenticator:
                 self._credentials = credentials_for(self.registry, self._config)
                 self._looked_up = True
                 log.debug(
-                    "credentials",
+                    "credentials for %s: %s",
+                    self.registry,
+                    "found" if self._credentials else "none",
                     extra={"registry": self.registry, "found": bool(self._credentials)},
                 )
             return self._credentials
@@ -532,6 +534,12 @@ class Authenticator:
                 f"token server of registry {self.registry} sent no token; check the "
                 "registry's auth service"
             )
-        log.debug("token", extra={"registry": self.registry, "scopes": scopes})
+        log.debug(
+            "token for %s scopes %s, valid %.0f s",
+            self.registry,
+            " ".join(scopes) or "(none)",
+            lifetime,
+            extra={"registry": self.registry, "scopes": scopes},
+        )
         expires = started + max(0.0, lifetime - _EXPIRY_MARGIN)
         return _Token(value=value, expires=expires)

@@ -249,7 +249,9 @@ class RegistryClient:
                     raise self._tls_error(tls_problem) from exc
                 raise self._error(response, "ping", "") from None
             self._learn(response, "ping")
-            log.debug("plain http", extra={"registry": self.registry})
+            log.debug(
+                "registry %s speaks plain HTTP", self.registry, extra={"base": http}
+            )
             return http
         except httpx.TransportError as exc:
             return self._ping_with_retries(https, exc)
@@ -483,7 +485,13 @@ class RegistryClient:
                 params={"mount": digest, "from": mount_from},
             )
             if response.status_code == 201:
-                log.debug("mounted", extra={"digest": digest, "from": mount_from})
+                log.debug(
+                    "mounted %s from %s into %s",
+                    digest,
+                    mount_from,
+                    repository,
+                    extra={"digest": digest, "from": mount_from},
+                )
                 return "mounted"
             if response.status_code != 202:
                 raise self._error(response, f"mount blob {digest} into", repository)
@@ -543,7 +551,12 @@ class RegistryClient:
         if response.status_code == 201:
             return False
         if response.status_code in _CHUNKED_FALLBACK:
-            log.debug("chunked fallback", extra={"status": response.status_code})
+            log.debug(
+                "monolithic upload of %s refused (%s); sending chunks",
+                digest,
+                response.status_code,
+                extra={"digest": digest, "status": response.status_code},
+            )
             return True
         raise self._error(response, f"push blob {digest} to", repository)
 

@@ -474,7 +474,12 @@ def push_layout(
     _push_root(
         target, reference.repository, root, raw, [*wanted, *tags], present=present
     )
-    log.debug("pushed", extra={"reference": str(reference), "digest": str(root.digest)})
+    log.debug(
+        "pushed %s as %s",
+        reference,
+        root.digest,
+        extra={"reference": str(reference), "digest": str(root.digest)},
+    )
     return CopyResult(root, actions)
 
 

@@ -113,7 +113,10 @@ def retry_call(
         if final:
             break
         log.debug(
-            "retrying",
+            "%s: %s, retrying in %.2f s",
+            describe,
+            reason,
+            delay,
             extra={"operation": describe, "reason": reason, "delay": delay},
         )
         sleep(delay)
