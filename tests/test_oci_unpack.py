@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -332,3 +334,136 @@ def test_tar_members_are_streamed_not_read_whole(tmp_path):
     out.seek(0)
     unpack_layers([out], tmp_path / "t")
     assert (tmp_path / "t" / "big").stat().st_size == 48 << 20
+
+
+# --- interoperability with umoci (a real OCI image tool) ------------------------------
+
+
+def run_umoci(*args: str, cwd: Path) -> None:
+    subprocess.run(["umoci", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def write_image_layout(path: Path, layers: list[tuple[bytes, object]]) -> None:
+    """A minimal OCI layout with one image tagged "t" made of ``layers``."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {
+            "mediaType": media_type,
+            "digest": f"sha256:{digest}",
+            "size": len(data),
+        }
+
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [str(i.diff_id) for _, i in layers]},
+        "config": {},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": put(
+            json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"
+        ),
+        "layers": [put(blob, info.media_type) for blob, info in layers],
+    }
+    descriptor = put(json.dumps(manifest).encode(), manifest["mediaType"])
+    descriptor["annotations"] = {"org.opencontainers.image.ref.name": "t"}
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (path / "index.json").write_text(
+        json.dumps({"schemaVersion": 2, "manifests": [descriptor]})
+    )
+
+
+def image_layers(path: Path) -> list[Path]:
+    index = json.loads((path / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((path / "blobs" / "sha256" / digest).read_text())
+    return [
+        path / "blobs" / "sha256" / layer["digest"].split(":")[1]
+        for layer in manifest["layers"]
+    ]
+
+
+needs_umoci = pytest.mark.skipif(
+    shutil.which("umoci") is None or not IS_ROOT, reason="needs umoci and root"
+)
+
+
+@needs_umoci
+def test_umoci_unpacks_our_layers_to_the_same_tree_as_we_do(tmp_path):
+    def blob(*entries: Entry) -> tuple[bytes, object]:
+        out = io.BytesIO()
+        info = write_layer(entries, out, Compression.GZIP)
+        return out.getvalue(), info
+
+    layers = [
+        blob(
+            Entry.directory("etc"),
+            Entry.file("etc/motd", b"hello"),
+            Entry.file("etc/keep", b"k", mode=0o600),
+            Entry.directory("var"),
+            Entry.directory("var/cache"),
+            Entry.file("var/cache/old", b"o"),
+            Entry.directory("bin"),
+            Entry.file("bin/tool", b"\x7fELF", mode=0o755),
+            Entry.hardlink("bin/tool2", "bin/tool"),
+            Entry.symlink("bin/alias", "tool"),
+        ),
+        blob(
+            Entry.whiteout("etc/motd"),
+            Entry.directory("var/cache"),
+            Entry.opaque("var/cache"),
+            Entry.file("var/cache/new", b"n"),
+        ),
+    ]
+    write_image_layout(tmp_path / "img", layers)
+    run_umoci("unpack", "--image", "img:t", "bundle", cwd=tmp_path)
+    ours = tmp_path / "ours"
+    unpack_layers([io.BytesIO(data) for data, _ in layers], ours)
+    assert listing(ours) == listing(tmp_path / "bundle" / "rootfs")
+    assert sorted(listing(ours)) == [
+        "bin",
+        "bin/alias",
+        "bin/tool",
+        "bin/tool2",
+        "etc",
+        "etc/keep",
+        "var",
+        "var/cache",
+        "var/cache/new",
+    ]
+
+
+@needs_umoci
+def test_we_unpack_layers_umoci_made_to_the_same_tree_as_umoci(tmp_path):
+    run_umoci("init", "--layout", "img", cwd=tmp_path)
+    run_umoci("new", "--image", "img:t", cwd=tmp_path)
+    run_umoci("unpack", "--image", "img:t", "b1", cwd=tmp_path)
+    rootfs = tmp_path / "b1" / "rootfs"
+    (rootfs / "gone").write_text("soon deleted")
+    (rootfs / "d" / "sub").mkdir(parents=True)
+    (rootfs / "d" / "sub" / "x").write_text("x")
+    (rootfs / "link").symlink_to("d/sub/x")
+    run_umoci("repack", "--image", "img:t", "b1", cwd=tmp_path)
+    run_umoci("unpack", "--image", "img:t", "b2", cwd=tmp_path)
+    rootfs = tmp_path / "b2" / "rootfs"
+    (rootfs / "gone").unlink()
+    shutil.rmtree(rootfs / "d" / "sub")
+    (rootfs / "d" / "y").write_text("y")
+    run_umoci("repack", "--image", "img:t", "b2", cwd=tmp_path)
+    run_umoci("unpack", "--image", "img:t", "reference", cwd=tmp_path)
+    layers = image_layers(tmp_path / "img")
+    assert len(layers) == 2
+    streams = [path.open("rb") for path in layers]
+    try:
+        unpack_layers(streams, tmp_path / "ours")
+    finally:
+        for stream in streams:
+            stream.close()
+    assert listing(tmp_path / "ours") == listing(tmp_path / "reference" / "rootfs")
+    assert sorted(listing(tmp_path / "ours")) == ["d", "d/y", "link"]
