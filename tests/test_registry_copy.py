@@ -336,3 +336,21 @@ def test_upload_whose_bytes_do_not_match_the_digest_is_never_committed(
                 lambda: contextlib.nullcontext(io.BytesIO(data)),
             )
         assert client.blob_size("test/mismatch", wrong) is None
+
+
+def test_progress_events_report_every_byte_of_every_blob(registry_plain, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img")
+    manifest = layout.read_manifest(descriptor)
+    sizes = {str(b.digest): b.size for b in (manifest.config, *manifest.layers)}
+    events = []
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    with Registries() as registries:
+        push_layout(layout.path, ref, registries=registries, progress=events.append)
+    sent = {}
+    for event in events:
+        if event.kind == "bytes":
+            sent[event.digest] = sent.get(event.digest, 0) + event.nbytes
+    assert sent == sizes
+    done = {e.digest: e.action for e in events if e.kind == "done"}
+    assert done == dict.fromkeys(sizes, "pushed")
+    assert {e.digest for e in events if e.kind == "start"} == set(sizes)
