@@ -264,3 +264,11 @@ def test_parse_never_raises_anything_but_dockerfile_error(text):
     for strict in (True, False):
         with contextlib.suppress(DockerfileError):
             parse(text, strict=strict)
+
+
+def test_deeply_nested_substitutions_fail_as_a_dockerfile_error():
+    # The line cannot be lexed, so no here-document opens and its body is read
+    # as instructions, as BuildKit does.
+    text = "FROM a\nRUN " + "${A:-" * 5000 + "}" * 5000 + " <<EOF\nbody\nEOF\n"
+    with pytest.raises(DockerfileError, match="unknown instruction 'body'"):
+        parse(text)

@@ -148,3 +148,9 @@ def test_expansion_never_raises_anything_but_shell_expansion_error(text):
             expand_words(text, ENV, escape=escape)
         except ShellExpansionError:
             pass
+
+
+def test_absurdly_deep_nesting_is_a_shell_expansion_error():
+    word = "${A:-" * 5000 + "x" + "}" * 5000
+    with pytest.raises(ShellExpansionError, match="nested too deeply"):
+        expand(word, {})

@@ -142,7 +142,12 @@ class Lexer:
         """Expand ``text``; return the whole result and its words."""
         self.text = text
         self.pos = 0
-        result, words = self._until("")
+        try:
+            result, words = self._until("")
+        except RecursionError:
+            raise ShellExpansionError(
+                f"substitutions nested too deeply in {text[:40]!r}…"
+            ) from None
         return result, words
 
     def expand_heredoc(self, text: str) -> str:
@@ -154,7 +159,12 @@ class Lexer:
         while self.pos < len(text):
             ch = text[self.pos]
             if ch == "$":
-                out.append(self._dollar())
+                try:
+                    out.append(self._dollar())
+                except RecursionError:
+                    raise ShellExpansionError(
+                        "substitutions nested too deeply in a here-document"
+                    ) from None
                 continue
             self.pos += 1
             if ch == self.escape and self._peek() in ("$", self.escape):
@@ -240,7 +250,12 @@ class Lexer:
                     out.append(ch)
                 return "".join(out)
             if ch == "$":
-                out.append(self._dollar())
+                try:
+                    out.append(self._dollar())
+                except RecursionError:
+                    raise ShellExpansionError(
+                        "substitutions nested too deeply in a here-document"
+                    ) from None
                 continue
             ch = self._next()
             if ch == self.escape:
