@@ -273,6 +273,19 @@ def test_overlay_format_writes_whiteout_devices_and_opaque_xattrs(tmp_path):
     assert not (tmp_path / "t/etc/.wh.motd").exists()
 
 
+def test_overlay_opaque_dirs_use_user_xattrs_when_not_privileged(tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    try:
+        os.setxattr(probe, "user.overlay.probe", b"1")
+    except OSError as exc:
+        pytest.skip(f"no user xattrs on directories here: {exc}")
+    change = layer(Entry.directory("var"), Entry.opaque("var"))
+    unpack_layers([change], tmp_path / "t", privileged=False, whiteout_format="overlay")
+    assert os.getxattr(tmp_path / "t/var", "user.overlay.opaque") == b"y"
+    assert "trusted.overlay.opaque" not in os.listxattr(tmp_path / "t/var")
+
+
 def test_overlay_whiteouts_need_privilege(tmp_path):
     with pytest.raises(UnpackError, match="need root"):
         unpack_layers(
