@@ -354,3 +354,51 @@ def test_progress_events_report_every_byte_of_every_blob(registry_plain, tmp_pat
     done = {e.digest: e.action for e in events if e.kind == "done"}
     assert done == dict.fromkeys(sizes, "pushed")
     assert {e.digest for e in events if e.kind == "start"} == set(sizes)
+
+
+def test_copy_within_the_token_registry_mounts_with_a_source_pull_scope(
+    registry_token, tmp_path
+):
+    layout, _ = small_layout(tmp_path / "img")
+    creds = {
+        registry_token.host: Credentials(
+            registry_token.username, registry_token.password
+        )
+    }
+    source = Reference.parse(registry_token.ref(_repo(), "src"))
+    target = Reference.parse(registry_token.ref(_repo(), "dst"))
+    with Registries(credentials=creds) as registries:
+        push_layout(layout.path, source, registries=registries)
+    registries, counters = _counting_registries(credentials=creds)
+    with registries:
+        result = copy_image(source, target, registries=registries)
+        scopes = set(registries.client(registry_token.host).auth._tokens)
+    assert result.count("mounted") == 2
+    assert counters[0].upload_bytes == 0
+    assert (
+        f"repository:{source.repository}:pull",
+        f"repository:{target.repository}:pull,push",
+    ) in scopes
+
+
+def test_pull_by_digest_and_one_platform(registry_plain, busybox, tmp_path):
+    layout, index = busybox_layout(busybox, tmp_path / "img")
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    with Registries() as registries:
+        push_layout(layout.path, ref, registries=registries)
+        pinned = ref.with_digest(str(index.digest))
+        pinned = Reference(pinned.registry, pinned.repository, None, pinned.digest)
+        one = pull_to_layout(
+            pinned,
+            tmp_path / "s390x",
+            registries=registries,
+            platform=platforms.parse("linux/s390x"),
+        )
+    s390x = next(d for d in index.manifests if d.platform.architecture == "s390x")
+    assert one.digest == s390x.digest
+    pulled = Layout.open(tmp_path / "s390x")
+    (entry,) = pulled.index().manifests
+    assert entry.digest == s390x.digest
+    assert entry.ref_name is None
+    assert pulled.check() == []
+    assert len(blob_files(tmp_path / "s390x")) == 3
