@@ -541,3 +541,11 @@ def test_a_layer_repeated_in_the_stack_runs_in_the_runtime_mode(
     assert result.exit_code == 0, output
     assert result.mode == "runtime"
     assert output == "extra\n"
+
+
+def test_a_used_upper_directory_is_refused(amd64_root, tmp_path):
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    (upper / "left-over").write_text("x")
+    with pytest.raises(SandboxError, match="not empty"):
+        sandbox.run(RunSpec([amd64_root], upper, ["true"]))

@@ -310,6 +310,11 @@ def run(spec: RunSpec) -> RunResult:
         else:
             emulation.ensure(spec.platform)
     spec.upperdir.mkdir(parents=True, exist_ok=True)
+    if any(spec.upperdir.iterdir()):
+        raise SandboxError(
+            f"upper directory {spec.upperdir} is not empty; each RUN step needs a "
+            "fresh, empty directory for its changes"
+        )
     started = time.monotonic()
     if caps.mode == "runtime":
         assert caps.runtime is not None  # noqa: S101 - _probe guarantees it
