@@ -27,7 +27,7 @@ A layer is untrusted input, and nothing in it may change anything outside
   another place inside the target;
 * the last component is never followed: whatever is there (a symlink included) is
   removed and the new entry made in its place with ``O_CREAT | O_EXCL |
-  O_NOFOLLOW``;
+  O_NOFOLLOW`` (a directory entry keeps an existing directory and updates it);
 * a hardlink's target is resolved the same way, so it can only name a file inside
   the target; ``linkat`` without ``AT_SYMLINK_FOLLOW`` links a symlink itself;
 * a whiteout may not name ``.``, ``..`` or the empty name;
@@ -49,9 +49,11 @@ Modes and timestamps of directories are applied after the last layer, deepest
 first, so that writing children neither changes a directory's mtime after it was
 set nor fails on a directory that is read-only in the image.
 
-Limitation: FIFOs and device nodes get their mode with ``chmod`` by name right
-after they are created, so a process racing inside ``target`` could swap them for a
-symlink in between; unpack into a directory no untrusted process can write.
+FIFOs and device nodes cannot be opened without side effects, so their mode is
+set through an ``O_PATH`` descriptor (checked to be the node just made) and its
+``/proc/self/fd`` link. Limitation: without ``/proc`` the mode is set by name, and a
+process racing inside ``target`` could swap the node for a symlink in between;
+unpack into a directory that no untrusted process can write.
 """
 
 from __future__ import annotations
@@ -473,8 +475,22 @@ class _Tree:
             device = os.makedev(entry.devmajor, entry.devminor)
             os.mknod(name, kind | 0o600, device, dir_fd=parent_fd)
         self._own(parent_fd, name, entry)
-        os.chmod(name, self._mode(entry), dir_fd=parent_fd)
+        self._chmod_node(parent_fd, name, entry)
         self._touch(parent_fd, name, entry)
+
+    def _chmod_node(self, parent_fd: int, name: str, entry: Entry) -> None:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        try:
+            kind = stat.S_IFMT(os.fstat(fd).st_mode)
+            if kind not in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK):
+                raise _RefusedError("it was replaced while it was being made")
+            proc_link = Path(f"/proc/self/fd/{fd}")
+            if proc_link.exists():
+                proc_link.chmod(self._mode(entry))
+            else:
+                os.chmod(name, self._mode(entry), dir_fd=parent_fd)
+        finally:
+            os.close(fd)
 
     def _own(self, parent_fd: int, name: str, entry: Entry) -> None:
         if self._privileged:
