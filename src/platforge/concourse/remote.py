@@ -183,7 +183,8 @@ class _RetryAnnouncer(logging.Handler):
     """Turns the registry client's retry records into one plain stderr line each."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() != "retrying":
+        # The retry loop logs structured fields; the message wording is its own.
+        if not hasattr(record, "delay"):
             return
         operation = getattr(record, "operation", "a registry request")
         reason = getattr(record, "reason", "a transient error")
