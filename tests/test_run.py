@@ -268,3 +268,23 @@ def test_run_pulls_a_pushed_image_into_the_store(
     assert done.stdout == "hello from the top layer\n"
     store = Layout.open(run_env["PLATFORGE_STORE"])
     assert store.check() == []
+
+
+@pytest.mark.qemu
+def test_platform_picks_the_image_of_a_multi_platform_layout(
+    busybox, amd64_tree, tmp_path, run_env, require_qemu
+):
+    if platforms.host().architecture != "amd64":
+        pytest.skip("the expected native output is an amd64 host's")
+    image = tmp_path / "image"
+    s390x_tree = busybox_tree(tmp_path / "s390x", busybox["s390x"])
+    build_layout(image, amd64_tree, "linux/amd64", cmd=["uname", "-m"], name=None)
+    build_layout(image, s390x_tree, "linux/s390x", cmd=["uname", "-m"], name=None)
+    assert len(Layout.open(image).index().manifests) == 2
+    native = platforge("run", str(image), env=run_env)
+    assert native.stdout == "x86_64\n", native.stderr
+    foreign = platforge("run", "--platform", "linux/s390x", str(image), env=run_env)
+    assert foreign.stdout == "s390x\n", foreign.stderr
+    missing = platforge("run", "--platform", "linux/ppc64le", str(image), env=run_env)
+    assert missing.returncode == 1
+    assert "has no manifest for platform linux/ppc64le" in missing.stderr
