@@ -12,9 +12,18 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
 
 from platforge import platforms
 from platforge.errors import LayoutError
@@ -115,19 +124,52 @@ def _platform(text: str | None) -> Platform | None:
 
 
 class _Reporter:
-    """Plain progress lines on stderr, one per finished blob."""
+    """Blob progress on stderr: bars on a terminal, one line per blob otherwise."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._bars: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> Self:
+        if sys.stderr.isatty():
+            self._bars = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
 
     def __call__(self, event: BlobEvent) -> None:
-        if event.kind != "done":
-            return
         with self._lock:
-            click.echo(
-                f"{event.action:>8} {event.digest[:19]}  {_human(event.size)}",
-                err=True,
-            )
+            if self._bars is None:
+                if event.kind == "done":
+                    click.echo(
+                        f"{event.action:>8} {event.digest[:19]}  {_human(event.size)}",
+                        err=True,
+                    )
+                return
+            self._render(self._bars, event)
+
+    def _render(self, bars: Progress, event: BlobEvent) -> None:
+        task = self._tasks.get(event.digest)
+        if task is None:
+            label = f"{event.action or 'blob'} {event.digest[7:19]}"
+            task = bars.add_task(label, total=event.size or None)
+            self._tasks[event.digest] = task
+        if event.kind == "bytes":
+            bars.advance(task, event.nbytes)
+        elif event.kind == "done":
+            label = f"{event.action} {event.digest[7:19]}"
+            bars.update(task, completed=event.size, description=label)
 
 
 def _human(size: int) -> str:
@@ -172,14 +214,14 @@ def push(
     reference = Reference.parse(ref)
     for tag in tags:
         reference.with_tag(tag)  # validates
-    with _registries(reference.registry, **options) as registries:
+    with _registries(reference.registry, **options) as registries, _Reporter() as bar:
         result = push_layout(
             Path(layout_dir),
             reference,
             registries=registries,
             tags=tags,
             name=name,
-            progress=_Reporter(),
+            progress=bar,
         )
     click.echo(
         f"pushed {reference.name} ({result.count('pushed')} blobs sent, "
@@ -218,14 +260,14 @@ def pull(
     """
     reference = Reference.parse(ref)
     wanted = _platform(platform)
-    with _registries(reference.registry, **options) as registries:
+    with _registries(reference.registry, **options) as registries, _Reporter() as bar:
         if output_format == "rootfs":
             result = pull_rootfs(
                 reference,
                 Path(dest),
                 registries=registries,
                 platform=wanted,
-                progress=_Reporter(),
+                progress=bar,
             )
         else:
             result = pull_to_layout(
@@ -233,7 +275,7 @@ def pull(
                 Path(dest),
                 registries=registries,
                 platform=wanted,
-                progress=_Reporter(),
+                progress=bar,
             )
     click.echo(f"pulled {reference} into {dest}", err=True)
     click.echo(str(result.digest))
@@ -261,13 +303,13 @@ def copy(src: str, dst: str, platform: str, **options: Any) -> None:
     """
     source, target = Reference.parse(src), Reference.parse(dst)
     wanted = None if platform == "all" else platforms.parse(platform)
-    with _registries(target.registry, **options) as registries:
+    with _registries(target.registry, **options) as registries, _Reporter() as bar:
         result = copy_image(
             source,
             target,
             registries=registries,
             platform=wanted,
-            progress=_Reporter(),
+            progress=bar,
         )
     click.echo(
         f"copied {source} to {target} ({result.count('mounted')} blobs mounted, "
