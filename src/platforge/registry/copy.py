@@ -454,6 +454,11 @@ def push_layout(
             root, raw = layout_root(layout, None)
     else:
         root, raw = layout_root(layout, name)
+    if reference.digest is not None and reference.digest != str(root.digest):
+        raise LayoutError(
+            f"layout {layout.path} holds image {root.digest}, not {reference.digest} "
+            f"named by {reference}; push to a tag, or name the layout's digest"
+        )
     source = _LayoutSource(layout)
     plan = _Plan()
     _walk(source, root, raw, plan)
