@@ -83,8 +83,11 @@ def single_image(
     arch: str = "amd64",
     created: str = "2024-01-01T00:00:00Z",
     labels: dict[str, str] | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> Image:
-    layer, diff_id = layer_tar({"seed.txt": seed.encode(), "bin/hello": b"#!/bin/sh\n"})
+    layer, diff_id = layer_tar(
+        {"seed.txt": seed.encode(), "bin/hello": b"#!/bin/sh\n", **(files or {})}
+    )
     config = {
         "created": created,
         "architecture": arch,

@@ -220,3 +220,55 @@ def test_parameters_are_read_like_oci_build_task(tmp_path):
     assert config.add_hosts == [("a.example", "10.0.0.1"), ("b", "127.0.0.2")]
     assert config.registry_mirrors == ["127.0.0.1:5999"]
     assert config.dockerfile == tmp_path / "Dockerfile"
+
+
+@pytest.mark.privileged
+def test_run_reads_a_secret_text_that_stays_out_of_the_image(
+    tmp_path, tmp_store, busybox
+):
+    base = single_image(
+        "busybox",
+        files={"bin/busybox": (busybox["amd64"] / "bin" / "busybox").read_bytes()},
+    )
+    write_layout(tmp_path / "base", base)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Dockerfile").write_text(
+        "ARG base\nFROM ${base}\nUSER 0\n"
+        'SHELL ["/bin/busybox", "sh", "-c"]\n'
+        "RUN --mount=type=secret,id=token "
+        "/bin/busybox cat /run/secrets/token > /token.txt\n"
+    )
+    result = task(
+        tmp_path,
+        tmp_store,
+        CONTEXT="src",
+        IMAGE_ARG_base="base",
+        BUILDKIT_SECRETTEXT_token="t0p-secret",
+        UNPACK_ROOTFS="true",
+        IMAGE_PLATFORM="linux/amd64",
+    )
+    assert result.returncode == 0, result.stderr
+    rootfs = tmp_path / "image" / "rootfs"
+    assert (rootfs / "token.txt").read_text() == "t0p-secret"
+    assert not (rootfs / "run" / "secrets" / "token").exists()
+
+
+def test_image_arg_tarball_written_by_skopeo(tmp_path, tmp_store, skopeo):
+    base = single_image("from-tarball")
+    write_layout(tmp_path / "layout", base, ref_name="latest")
+    skopeo(
+        "copy",
+        f"oci:{tmp_path / 'layout'}:latest",
+        f"docker-archive:{tmp_path / 'base.tar'}",
+    )
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Dockerfile").write_text("ARG base_image\nFROM ${base_image}\n")
+    result = task(
+        tmp_path,
+        tmp_store,
+        CONTEXT="src",
+        IMAGE_ARG_base_image="base.tar",
+        UNPACK_ROOTFS="true",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "image" / "rootfs" / "seed.txt").read_text() == "from-tarball"
