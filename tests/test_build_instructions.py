@@ -1,0 +1,208 @@
+"""Instructions beyond what BuildKit v0.8 can be compared on: heredocs, COPY
+--link/--exclude/--parents, RUN mounts and network, ONBUILD triggers, named
+contexts, --target, ADD --checksum, zstd layers and SOURCE_DATE_EPOCH.
+
+Expectations follow the Dockerfile reference. Builds use a real busybox base in
+the loopback registry; RUN steps run in the real sandbox.
+"""
+
+import hashlib
+import json
+
+import pytest
+
+from platforge.build import Output
+from platforge.errors import BuildError
+from platforge.oci.compression import open_reader
+from platforge.oci.unpack import unpack_layers
+from test_build_support import build_image, busybox_layout, push_busybox_base
+
+pytestmark = pytest.mark.registry
+
+
+@pytest.fixture
+def base(registry_plain, busybox):
+    return push_busybox_base(busybox, registry_plain.host)
+
+
+def _image(store, descriptor, root):
+    blobs = store / "blobs" / "sha256"
+    manifest = json.loads((blobs / descriptor.digest.encoded).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    unpack_layers(
+        [open_reader((blobs / x["digest"][7:]).open("rb")) for x in manifest["layers"]],
+        root,
+    )
+    return manifest, config
+
+
+def _build_one(tmp_path, store, text, files=None, **kwargs):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Dockerfile").write_text(text)
+    for name, content in (files or {}).items():
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_text(content)
+    result, events = build_image(ctx, **kwargs)
+    root = tmp_path / "root"
+    manifest, config = _image(store, result.manifests["linux/amd64"], root)
+    return root, manifest, config, events
+
+
+@pytest.mark.privileged
+def test_heredocs_create_files_and_run_scripts(tmp_path, tmp_store, base):
+    root, _, _, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\n"
+        "COPY <<EOF /etc/app.conf\nname=demo\nEOF\n"
+        "RUN <<EOT\necho first > /script-out\necho second >> /script-out\nEOT\n",
+    )
+    assert (root / "etc" / "app.conf").read_text() == "name=demo\n"
+    assert (root / "script-out").read_text() == "first\nsecond\n"
+
+
+def test_copy_exclude_parents_and_link(tmp_path, tmp_store, base):
+    files = {
+        "src/a/x.py": "x",
+        "src/a/x.pyc": "compiled",
+        "src/b/y.py": "y",
+        "docs/readme.txt": "r",
+    }
+    root, manifest, _, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\n"
+        "COPY --exclude=**/*.pyc src/ /app/\n"
+        "COPY --parents src/a/x.py docs/readme.txt /keep/\n"
+        "COPY --link docs/readme.txt /linked/readme.txt\n",
+        files,
+    )
+    assert (root / "app" / "a" / "x.py").exists()
+    assert not (root / "app" / "a" / "x.pyc").exists()
+    assert (root / "keep" / "src" / "a" / "x.py").read_text() == "x"
+    assert (root / "keep" / "docs" / "readme.txt").read_text() == "r"
+    assert (root / "linked" / "readme.txt").read_text() == "r"
+    assert len(manifest["layers"]) == 4
+
+
+@pytest.mark.privileged
+def test_run_mounts_stay_out_of_the_layer(tmp_path, tmp_store, base):
+    secret = tmp_path / "token.txt"
+    secret.write_text("s3cret")
+    root, _, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\n"
+        "RUN --mount=type=cache,target=/cache echo c >> /cache/log && "
+        "wc -l < /cache/log > /cache-lines\n"
+        "RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c"
+        " > /secret-len\n"
+        "RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch"
+        " > /tmp-ls\n"
+        "RUN --mount=type=bind,source=data.txt,target=/mnt/data.txt "
+        "cat /mnt/data.txt > /copied\n"
+        "RUN --network=none cat /proc/net/dev | grep -c : > /ifaces\n",
+        {"data.txt": "bound\n"},
+        secrets={"token": secret},
+    )
+    assert not (root / "cache").exists() or not any((root / "cache").iterdir())
+    assert (root / "cache-lines").read_text().strip() == "1"
+    assert (root / "secret-len").read_text().strip() == "6"
+    assert not (root / "run" / "secrets" / "token").exists()
+    assert (root / "tmp-ls").read_text().strip() == "x"
+    assert not (root / "scratch" / "x").exists()
+    assert (root / "copied").read_text() == "bound\n"
+    assert (root / "ifaces").read_text().strip() == "1"  # only loopback
+    assert "s3cret" not in json.dumps(config)
+
+
+@pytest.mark.privileged
+def test_onbuild_triggers_fire_in_the_child_and_are_not_inherited(
+    tmp_path, tmp_store, base, registry_plain
+):
+    parent_ctx = tmp_path / "parent"
+    parent_ctx.mkdir()
+    (parent_ctx / "Dockerfile").write_text(
+        f"FROM {base}\nONBUILD COPY app.txt /from-trigger.txt\n"
+        "ONBUILD RUN echo fired > /fired\n"
+    )
+    parent_ref = f"{registry_plain.host}/onbuild/parent:1"
+    build_image(parent_ctx, tags=[parent_ref], push=True)
+
+    root, _, config, _ = _build_one(
+        tmp_path, tmp_store, f"FROM {parent_ref}\nENV CHILD=1\n", {"app.txt": "app"}
+    )
+    assert (root / "from-trigger.txt").read_text() == "app"
+    assert (root / "fired").read_text() == "fired\n"
+    assert not config["config"].get("OnBuild")
+
+
+def test_named_contexts_override_from_and_copy_from(tmp_path, tmp_store, base, busybox):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "tool.txt").write_text("from a directory")
+    layout = busybox_layout(busybox, tmp_path / "layout", arches=("amd64",))
+    root, _, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        "FROM runtime\n"
+        "COPY --from=extra tool.txt /tool.txt\n"
+        "COPY --from=other /etc/passwd /copied-passwd\n",
+        build_contexts={
+            "runtime": f"oci-layout://{layout.path}:latest",
+            "extra": str(extra),
+            "other": f"docker-image://{base}",
+        },
+    )
+    assert (root / "tool.txt").read_text() == "from a directory"
+    assert (root / "bin" / "busybox").exists()
+    assert "app:x:1000" in (root / "copied-passwd").read_text()
+    assert config["config"]["Cmd"] == ["sh"]
+
+
+def test_target_builds_only_the_named_stage(tmp_path, tmp_store, base):
+    _, _, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base} AS first\nENV STAGE=first\n"
+        "FROM first AS second\nENV STAGE=second\n",
+        target="first",
+    )
+    assert "STAGE=first" in config["config"]["Env"]
+
+
+def test_add_checksum_mismatch_is_refused(tmp_path, tmp_store, base):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    wrong = "sha256:" + "0" * 64
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base}\nADD --checksum={wrong} http://127.0.0.1:9/none /x\n"
+    )
+    with pytest.raises(BuildError, match=r"ADD http://127\.0\.0\.1:9/none"):
+        build_image(ctx)
+
+
+def test_zstd_layers_and_source_date_epoch(tmp_path, tmp_store, base, skopeo):
+    out = tmp_path / "layout"
+    _, manifest, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\nCOPY f.txt /f.txt\n",
+        {"f.txt": "zstd"},
+        compression="zstd",
+        build_args={"SOURCE_DATE_EPOCH": "1000000000"},
+        outputs=[Output("oci", out)],
+        labels={"org.example.extra": "yes"},
+    )
+    assert manifest["layers"][-1]["mediaType"].endswith("+zstd")
+    assert config["created"] == "2001-09-09T01:46:40Z"
+    assert config["history"][-1]["created"] == "2001-09-09T01:46:40Z"
+    assert config["config"]["Labels"]["org.example.extra"] == "yes"
+    inspected = json.loads(skopeo("inspect", f"oci:{out}:latest").stdout)
+    assert inspected["Labels"]["org.example.extra"] == "yes"
+    digest = (tmp_path / "digest").read_text()
+    index = json.loads((out / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == digest
+    raw = (out / "blobs" / "sha256" / digest[7:]).read_bytes()
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
