@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ log = logging.getLogger("platforge.concourse.check")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_CONFIG = 4 << 20
+# HEAD requests in flight at once; registries rate-limit bursts beyond a few.
+_PARALLEL = 8
 
 
 def check(
@@ -109,14 +112,15 @@ def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
         candidates.append(found)
 
     by_digest: dict[str, _Found] = {}
+    digests = _digests(remote, [c.tag for c in candidates])
     for candidate in candidates:
-        info = remote.client.head_manifest(remote.repository, candidate.tag)
-        if info is None:  # deleted between listing and asking
+        digest = digests.get(candidate.tag)
+        if digest is None:  # deleted between listing and asking
             continue
-        hit = _Found(candidate, info.digest)
-        best = by_digest.get(info.digest)
+        hit = _Found(candidate, digest)
+        best = by_digest.get(digest)
         if best is None or hit.preference() > best.preference():
-            by_digest[info.digest] = hit
+            by_digest[digest] = hit
     ordered = sorted(by_digest.values(), key=lambda f: (f.tag.version.key(), f.tag.tag))
     return [ResourceVersion(tag=f.tag.tag, digest=f.digest) for f in ordered]
 
@@ -128,11 +132,8 @@ def _check_regex(source: Source, remote: Remote) -> list[ResourceVersion]:
         for t in remote.client.list_tags(remote.repository)
         if source.tag_regex.search(t)
     ]
-    found: list[tuple[str, str]] = []
-    for tag in tags:
-        info = remote.client.head_manifest(remote.repository, tag)
-        if info is not None:
-            found.append((tag, info.digest))
+    digests = _digests(remote, tags)
+    found = [(tag, digests[tag]) for tag in tags if tag in digests]
 
     if source.created_at_sort:
         created = {digest: _created(remote, digest, source) for _, digest in found}
@@ -142,6 +143,17 @@ def _check_regex(source: Source, remote: Remote) -> list[ResourceVersion]:
         if found and all(v is not None for v in versions.values()):
             found.sort(key=lambda pair: versions[pair[0]].key())  # type: ignore[union-attr]
     return [ResourceVersion(tag=tag, digest=digest) for tag, digest in found]
+
+
+def _digests(remote: Remote, tags: list[str]) -> dict[str, str]:
+    """Each tag's digest (``HEAD`` in parallel); tags that vanished are left out."""
+
+    def head(tag: str) -> tuple[str, str | None]:
+        info = remote.client.head_manifest(remote.repository, tag)
+        return tag, info.digest if info is not None else None
+
+    with ThreadPoolExecutor(max_workers=_PARALLEL) as pool:
+        return {tag: digest for tag, digest in pool.map(head, tags) if digest}
 
 
 def _created(remote: Remote, digest: str, source: Source) -> datetime:
