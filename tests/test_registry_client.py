@@ -323,3 +323,20 @@ def test_parse_retry_after_handles_seconds_and_dates():
     assert parse_retry_after("soon") is None
     when = "Wed, 21 Oct 2015 07:28:00 GMT"
     assert parse_retry_after(when, now=1445412470.0) == pytest.approx(10.0)
+
+
+def test_ping_503_is_retried(fake):
+    fake.routes.clear()
+    fake.on("GET", "/v2/", (503, {}, b""), (200, {}, b"{}"))
+    fake.on("GET", "/v2/a/manifests/", _manifest_ok())
+    with RegistryClient(fake.host, retry=FAST) as client:
+        assert client.get_manifest("a", "v1").digest == MANIFEST_DIGEST
+    assert [p for _, p, _ in fake.log].count("/v2/") == 2
+
+
+def test_a_server_that_is_not_a_registry_is_named_as_such(fake):
+    fake.routes.clear()
+    fake.on("GET", "/", (404, {}, b"not here"))
+    client = RegistryClient(fake.host, retry=FAST)
+    with client, pytest.raises(RegistryError, match="not an OCI registry API"):
+        client.get_manifest("a", "v1")

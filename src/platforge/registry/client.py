@@ -228,46 +228,58 @@ class RegistryClient:
     def _probe(self) -> str:
         https = f"https://{self.host}"
         try:
-            response = self._http.get(f"{https}/v2/")
+            response = self._ping_once(https)
         except httpx.ConnectError as exc:
             if not self.plain_http_allowed:
                 return self._ping_with_retries(https, exc)
-            tls_problem = _tls_problem(exc)
-            http = f"http://{self.host}"
-            try:
-                response = retry_call(
-                    lambda: self._http.get(f"{http}/v2/"),
-                    self.retry,
-                    f"connect to registry {self.registry}",
-                )
-            except TransportError:
-                if tls_problem:
-                    raise self._tls_error(tls_problem) from exc
-                raise
-            if response.status_code not in {200, 401}:
-                if tls_problem:
-                    raise self._tls_error(tls_problem) from exc
-                raise self._error(response, "ping", "") from None
-            self._learn(response, "ping")
-            log.debug(
-                "registry %s speaks plain HTTP", self.registry, extra={"base": http}
-            )
-            return http
-        except httpx.TransportError as exc:
+            return self._probe_plain(exc)
+        except (httpx.TransportError, RetryableStatusError) as exc:
             return self._ping_with_retries(https, exc)
-        self._learn(response, "ping")
+        self._learn(response)
         return https
+
+    def _probe_plain(self, tls_failure: Exception) -> str:
+        # The HTTPS attempt failed on a host allowed plain HTTP: a plain server
+        # answers a TLS hello with garbage, so try HTTP before giving up.
+        tls_problem = _tls_problem(tls_failure)
+        http = f"http://{self.host}"
+        try:
+            response = retry_call(
+                lambda: self._ping_once(http),
+                self.retry,
+                f"connect to registry {self.registry}",
+            )
+        except RegistryError:
+            if tls_problem:
+                raise self._tls_error(tls_problem) from tls_failure
+            raise
+        if response.status_code not in {200, 401} and tls_problem:
+            raise self._tls_error(tls_problem) from tls_failure
+        self._learn(response)
+        log.debug("registry %s speaks plain HTTP", self.registry, extra={"base": http})
+        return http
+
+    def _ping_once(self, base: str) -> httpx.Response:
+        response = self._http.get(f"{base}/v2/")
+        if is_retryable_status(response.status_code):
+            raise RetryableStatusError(
+                f"registry {self.registry} answered HTTP {response.status_code} to "
+                "GET /v2/",
+                status=response.status_code,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        return response
 
     def _ping_with_retries(self, base: str, first: Exception) -> str:
         problem = _tls_problem(first)
         if problem:
             raise self._tls_error(problem) from first
         response = retry_call(
-            lambda: self._http.get(f"{base}/v2/"),
+            lambda: self._ping_once(base),
             self.retry,
             f"connect to registry {self.registry}",
         )
-        self._learn(response, "ping")
+        self._learn(response)
         return base
 
     def check_login(self) -> None:
@@ -279,11 +291,17 @@ class RegistryClient:
         if response.status_code != 200:
             raise self._error(response, "login", "")
 
-    def _learn(self, response: httpx.Response, operation: str) -> None:
+    def _learn(self, response: httpx.Response) -> None:
+        """Take the auth challenge of a ``GET /v2/`` answer; refuse non-registries."""
         if response.status_code == 401:
             self.auth.learn(response)
         elif response.status_code != 200:
-            raise self._error(response, operation, "")
+            raise RegistryError(
+                f"{response.url.scheme}://{self.host}/v2/ answered "
+                f"{response.status_code}, so it is not an OCI registry API; check the "
+                "registry's host and port",
+                status=response.status_code,
+            )
 
     def _tls_error(self, problem: str) -> RegistryError:
         return TransportError(
