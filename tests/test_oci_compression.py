@@ -7,6 +7,7 @@ import io
 import shutil
 import subprocess
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,34 @@ def test_open_reader_refuses_corrupt_gzip_data():
     data[20:40] = bytes(20)
     with pytest.raises(ContentError, match="gzip layer stream is corrupt"):
         open_reader(io.BytesIO(bytes(data))).read()
+
+
+def test_zstd_skippable_frames_and_checksums_are_followed():
+    skippable = (
+        (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"12345"
+    )
+    checked = zstandard.ZstdCompressor(write_checksum=True).compress(b"checked ")
+    data = checked + skippable + compress(b"plain", Compression.ZSTD)
+    assert open_reader(io.BytesIO(data)).read() == b"checked plain"
+    with pytest.raises(ContentError, match="inside a zstd frame"):
+        open_reader(io.BytesIO(data[:-1])).read()
+
+
+def test_zstd_bombs_are_decoded_in_bounded_pieces():
+    # 256 MiB of zeros compress to a few KiB; each read stays 1 MiB.
+    bomb = compress(bytes(256 << 20), Compression.ZSTD)
+    assert len(bomb) < 64 << 10
+    tracemalloc.start()
+    try:
+        reader = open_reader(io.BytesIO(bomb))
+        total = 0
+        while chunk := reader.read(1 << 20):
+            total += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == 256 << 20
+    assert peak < 8 << 20
 
 
 def test_empty_input_reads_as_an_empty_plain_stream():

@@ -264,58 +264,109 @@ class _DecompressingReader(io.RawIOBase):
         super().close()
 
 
-class _ZstdReader(io.RawIOBase):
-    """Reads every zstd frame of ``source`` in turn, refusing a frame cut short.
+class _ZstdFraming:
+    """Follows the frame and block headers of a zstd stream to see where frames end.
 
-    zstandard's own stream reader ends quietly when the input stops inside a
-    frame, which would let a truncated layer pass as a shorter one. A decompression
-    object says whether its frame ended, so input is fed to one in small pieces:
-    small, because it returns all output of a piece at once, and a piece of 4 KiB
-    can expand to at most 128 MiB even when crafted to (zstd's largest ratio is
-    about 32768:1).
+    zstandard's stream reader decodes with bounded memory but ends quietly when
+    its input stops inside a frame, which would let a truncated layer pass as a
+    shorter one. Block headers carry their sizes, so walking them tells whether
+    the input stopped between frames; the content itself is not looked at.
     """
 
-    _FEED = 4096
+    _MAGIC = 0xFD2FB528
+    _SKIPPABLE = range(0x184D2A50, 0x184D2A60)
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._need = 4  # header bytes wanted next
+        self._skip = 0  # payload bytes to pass over first
+        self._state = "magic"
+        self._checksum = False
+
+    @property
+    def between_frames(self) -> bool:
+        return self._state == "magic" and not self._header and not self._skip
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                continue
+            take = min(self._need - len(self._header), len(view))
+            self._header += view[:take]
+            view = view[take:]
+            if len(self._header) == self._need:
+                header = bytes(self._header)
+                self._header.clear()
+                self._advance(header)
+
+    def _advance(self, header: bytes) -> None:
+        value = int.from_bytes(header, "little")
+        if self._state == "magic":
+            if value == self._MAGIC:
+                self._state, self._need = "frame-header", 1
+            elif value in self._SKIPPABLE:
+                self._state, self._need = "skippable-size", 4
+            else:
+                raise zstandard.ZstdError("unknown zstd frame magic number")
+        elif self._state == "skippable-size":
+            self._state, self._need, self._skip = "magic", 4, value
+        elif self._state == "frame-header":
+            single_segment = bool(value & 0x20)
+            self._checksum = bool(value & 0x04)
+            window = 0 if single_segment else 1
+            dictionary = (0, 1, 2, 4)[value & 0x03]
+            content_size = (1 if single_segment else 0, 2, 4, 8)[value >> 6]
+            self._state, self._need = "block", 3
+            self._skip = window + dictionary + content_size
+        else:  # a block header: last flag, type, size
+            last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise zstandard.ZstdError("reserved zstd block type")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._state, self._need = "magic", 4
+                self._skip += 4 if self._checksum else 0
+
+
+class _FramedSource:
+    """The compressed input, shown to ``_ZstdFraming`` as the decoder reads it."""
+
+    def __init__(self, source: IO[bytes], framing: _ZstdFraming) -> None:
+        self._source = source
+        self._framing = framing
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._framing.feed(data)
+        return data
+
+
+class _ZstdReader(io.RawIOBase):
+    """Every zstd frame of ``source`` in turn, refusing a stream cut inside a frame."""
 
     def __init__(self, source: IO[bytes]) -> None:
         super().__init__()
-        self._source = source
-        self._decompressor = zstandard.ZstdDecompressor()
-        self._frame = self._decompressor.decompressobj()
-        self._in_frame = False
-        self._pending = memoryview(b"")
+        self._framing = _ZstdFraming()
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            cast("IO[bytes]", _FramedSource(source, self._framing)),
+            read_size=_CHUNK,
+            read_across_frames=True,
+            closefd=False,
+        )
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self._pending:
-            if not self._decompress_more():
-                return 0
-        count = min(len(view), len(self._pending))
-        view[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
+        count: int = self._reader.readinto(buffer)
+        wanted = memoryview(buffer).nbytes
+        if count == 0 and wanted and not self._framing.between_frames:
+            raise zstandard.ZstdError("input ends inside a zstd frame")
         return count
-
-    def _decompress_more(self) -> bool:
-        data = self._source.read(self._FEED)
-        if not data:
-            if self._in_frame:
-                raise zstandard.ZstdError("input ends inside a zstd frame")
-            return False
-        output = bytearray()
-        while data:
-            self._in_frame = True
-            output += self._frame.decompress(data)
-            data = b""
-            if self._frame.eof:
-                # The next frame, if any, starts in the bytes this one left over.
-                data = self._frame.unused_data
-                self._frame = self._decompressor.decompressobj()
-                self._in_frame = False
-        self._pending = memoryview(bytes(output))
-        return True
 
 
 def _peek(fileobj: IO[bytes]) -> tuple[bytes, IO[bytes]]:
