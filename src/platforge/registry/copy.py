@@ -623,7 +623,10 @@ def pull_rootfs(
     """Unpack one platform's filesystem into ``dest/rootfs``, with ``metadata.json``.
 
     ``metadata.json`` holds ``env``, ``user``, ``cmd`` and ``entrypoint`` of the
-    image config, as the Concourse registry-image resource writes them.
+    image config, as the Concourse registry-image resource writes them. Layers are
+    downloaded and verified in full before the first one is unpacked, so a corrupt
+    layer never reaches the filesystem; that needs room for the compressed layers
+    beside ``dest`` while it runs.
     """
     from platforge.oci.unpack import unpack_layers  # noqa: PLC0415 - optional layer
 
@@ -641,14 +644,16 @@ def pull_rootfs(
             source, plan, blobs, parallel=registries.parallel, progress=progress
         )
         config = ImageConfig.parse(blobs.read_blob(manifest.config.digest))
-        with contextlib.ExitStack() as stack:
-            layers = [
-                stack.enter_context(blobs.blob_path(layer.digest).open("rb"))
-                for layer in manifest.layers
-                if blobs.has_blob(layer.digest)
-            ]
-            (staging / "rootfs").mkdir()
-            unpack_layers(layers, staging / "rootfs")
+
+        def layer_files() -> Iterator[IO[bytes]]:
+            # One open layer at a time, in order, lowest first.
+            for layer in manifest.layers:
+                if blobs.has_blob(layer.digest):
+                    with blobs.blob_path(layer.digest).open("rb") as handle:
+                        yield handle
+
+        (staging / "rootfs").mkdir()
+        unpack_layers(layer_files(), staging / "rootfs")
         _write_metadata(staging / "metadata.json", config)
         shutil.rmtree(staging / ".blobs")
     return CopyResult(root, actions)
