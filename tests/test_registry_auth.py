@@ -7,6 +7,8 @@ import stat
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from platforge.errors import AuthError, CredentialsError
 from platforge.registry.auth import (
@@ -231,3 +233,39 @@ def test_token_refusal_names_the_registry_and_hides_the_password(caplog):
     assert "platforge login r.example" in message
     assert "sup3rsecret" not in message
     assert "sup3rsecret" not in caplog.text
+
+
+@given(st.text(max_size=200))
+def test_parse_challenges_never_fails_on_any_header(header):
+    for challenge in parse_challenges(header):
+        assert challenge.scheme == challenge.scheme.lower()
+
+
+_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+_VALUES = st.text(
+    alphabet=st.characters(codec="ascii", exclude_characters="\x00\r\n"), max_size=30
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Bearer", "Basic"]),
+            st.dictionaries(_NAMES, _VALUES, max_size=4),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_quoted_params_round_trip_through_the_parser(challenges):
+    def quote(value):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    header = ", ".join(
+        scheme + " " + ", ".join(f"{k}={quote(v)}" for k, v in params.items())
+        for scheme, params in challenges
+    )
+    parsed = parse_challenges(header)
+    assert [(c.scheme, dict(c.params)) for c in parsed] == [
+        (scheme.lower(), params) for scheme, params in challenges
+    ]
