@@ -162,6 +162,14 @@ def test_automatic_platform_args(text, target, build_args, expected):
     assert plan.target.steps[-1].build_args == expected
 
 
+def test_a_bare_global_arg_keeps_the_automatic_value():
+    # Current BuildKit; dockerd 20.10's built-in frontend empties it instead.
+    text = "ARG TARGETARCH\nFROM base-$TARGETARCH\nARG TARGETARCH\nRUN x\n"
+    plan = plan_of(text, target_platform=ARM64)
+    assert plan.target.base.ref == "base-arm64"
+    assert plan.target.steps[-1].build_args == {"TARGETARCH": "arm64"}
+
+
 def test_automatic_args_expand_global_args_and_from_lines():
     text = "ARG IMG=base-$TARGETARCH\nFROM $IMG\nRUN x\n"
     assert plan_of(text, target_platform=ARM64).target.base.ref == "base-arm64"
@@ -256,12 +264,17 @@ def test_env_wins_over_arg_and_expands_with_values_from_before():
     assert steps[3].build_args == {"X": "arg"}
 
 
-def test_env_is_inherited_from_a_parent_stage_but_args_are_not():
-    text = "FROM a AS one\nARG P=1\nENV E=2\nFROM one\nRUN x\n"
-    plan = plan_of(text)
-    assert plan.target.base == BaseRef("stage", "one", 0)
-    assert plan.target.steps[0].env == ["E=2"]
-    assert plan.target.steps[0].build_args == {}
+def test_a_stage_built_on_a_stage_inherits_its_env_args_and_platform():
+    text = (
+        "FROM --platform=$BUILDPLATFORM a AS one\nARG P=1\nENV E=2\n"
+        "FROM --platform=linux/s390x one\nRUN x\n"
+    )
+    plan = plan_of(text, target_platform=ARM64, build_platform=AMD64)
+    child = plan.target
+    assert child.base == BaseRef("stage", "one", 0)
+    assert child.platform == AMD64  # the parent's, whatever FROM --platform says
+    assert child.steps[0].env == ["E=2"]
+    assert child.steps[0].build_args == {"P": "1"}
 
 
 def test_image_env_supplies_the_base_image_environment():

@@ -20,11 +20,15 @@ Variables, in the order BuildKit resolves them:
       RUN GOARCH=$TARGETARCH go build …
 
 * *Global ARGs* (``ARG`` before the first ``FROM``) and the automatic args expand
-  ``FROM`` lines only. Inside a stage a name is invisible until a bare ``ARG NAME``
-  declares it there, which then takes the global value.
+  ``FROM`` lines only; a bare global ``ARG TARGETARCH`` keeps the automatic value
+  (current BuildKit; the frontend built into dockerd 20.10 empties it). Inside a
+  stage a name is invisible until a bare ``ARG NAME`` declares it there, which then
+  takes the global value.
 * ``ARG NAME=default`` in a stage: the build arg if given, else the default (expanded
   in the stage's scope). ``ENV`` wins over ``ARG`` of the same name in expansions.
   ``ENV a=1 b=$a`` expands ``$a`` with the value from *before* the instruction.
+* A stage built ``FROM`` another stage starts with that stage's ENV, its ARGs and
+  its platform.
 * Build args nobody declares are reported in ``unused_build_args`` (a warning, not an
   error); the proxy args (``HTTP_PROXY`` …, visible to ``RUN`` without a declaration),
   the automatic args, ``BUILDKIT_*`` and ``SOURCE_DATE_EPOCH`` never are.
@@ -182,10 +186,11 @@ class Step:
 class Stage:
     """A ``FROM`` and its steps, resolved for one target platform.
 
-    ``platform`` is the stage's own: ``FROM --platform`` if given, else the target
-    platform. ``depends_on`` lists the indexes of the stages it needs (its base and
-    copy sources). ``key`` covers what the Dockerfile decides; the builder adds what
-    only it knows (the base image's digest, the contents of the build context).
+    ``platform`` is the stage's own: its parent stage's when built on one, else
+    ``FROM --platform`` if given, else the target platform. ``depends_on`` lists the
+    indexes of the stages it needs (its base and copy sources). ``key`` covers what
+    the Dockerfile decides; the builder adds what only it knows (the base image's
+    digest, the contents of the build context).
     """
 
     index: int
@@ -384,10 +389,10 @@ class _Resolver:
         for instruction in self.meta_instructions:
             for word in instruction.args:
                 name, value = self._declare(instruction, word, scope)
+                # A bare global ARG keeps what is already there, so ``ARG
+                # TARGETARCH`` before FROM still holds the automatic value.
                 if value is not None:
                     scope[name] = value
-                else:
-                    scope.pop(name, None)
         return scope
 
     def _declare(
@@ -492,8 +497,14 @@ class _Resolver:
         depends: list[int] = []
         parent_key = ""
         if base.kind == "stage" and base.stage_index is not None:
+            # A stage built on a stage carries on from where that one ended: its
+            # environment, its ARGs and its platform (as BuildKit does).
             parent = self._resolved(base.stage_index)
-            scope.env = dict(self.scopes[base.stage_index].env)
+            parent_scope = self.scopes[base.stage_index]
+            scope.env = dict(parent_scope.env)
+            scope.args = dict(parent_scope.args)
+            scope.declared = set(parent_scope.declared)
+            platform = parent.platform
             depends.append(base.stage_index)
             parent_key = parent.key
         elif base.kind == "image" and self.image_env is not None:
