@@ -11,8 +11,10 @@ import uuid
 
 import pytest
 
+from platforge import platforms
 from test_concourse_support import (
     OCI_INDEX,
+    Blob,
     answer,
     multi_image,
     resource,
@@ -125,3 +127,49 @@ def test_a_directory_that_is_not_a_layout_is_refused(registry_plain, tmp_path):
     result = resource("out", request, str(tmp_path), check=False)
     assert result.returncode == 1
     assert "without index.json" in result.stderr
+
+
+def test_nested_index_with_a_buildkit_attestation_manifest(
+    registry_plain, tmp_path, skopeo
+):
+    """BuildKit (2023 on) adds provenance as an unknown/unknown manifest."""
+    image = multi_image("attested")
+    statement = Blob("application/vnd.in-toto+json", b'{"_type": "statement"}')
+    config = Blob("application/vnd.oci.image.config.v1+json", b"{}")
+    attestation = Blob(
+        "application/vnd.oci.image.manifest.v1+json",
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config.descriptor(),
+                "layers": [statement.descriptor()],
+            }
+        ).encode(),
+    )
+    index = json.loads(image.top.data)
+    index["manifests"].append(
+        attestation.descriptor(
+            platform={"architecture": "unknown", "os": "unknown"},
+            annotations={
+                "vnd.docker.reference.digest": index["manifests"][0]["digest"],
+                "vnd.docker.reference.type": "attestation-manifest",
+            },
+        )
+    )
+    image.top = Blob(OCI_INDEX, json.dumps(index).encode())
+    image.blobs += [statement, config]
+    image.manifests.append(attestation)
+    write_layout(tmp_path / "image" / "image", image, ref_name="latest")
+    digest, raw = push_shape(registry_plain, tmp_path, "image/image", skopeo)
+    assert digest == image.digest
+    assert len(raw["manifests"]) == 3
+    # get picks the worker's platform, never the attestation
+    repo = f"concourse/attested-{uuid.uuid4().hex[:8]}"
+    source = source_for(registry_plain, repo, tag="a")
+    request = {"source": source, "params": {"image": "image/image"}}
+    version = answer(resource("out", request, str(tmp_path)))["version"]
+    dest = tmp_path / "get"
+    resource("in", {"source": source, "version": version}, str(dest))
+    arch = platforms.host().architecture
+    assert (dest / "rootfs" / "seed.txt").read_text() == f"attested-{arch}"
