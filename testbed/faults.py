@@ -19,6 +19,7 @@ reached with the CA file given.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import ssl
 import threading
@@ -193,6 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and not fault.forward:
             self._drain_body()
+            # Recorded before answering: a client that got its answer may look at
+            # the log at once.
+            proxy.record(
+                Seen(
+                    self.command, self.path, fault.status, faulted=True, headers=headers
+                )
+            )
             self.send_response(fault.status)
             for name, value in fault.headers.items():
                 self.send_header(name, value)
@@ -200,14 +208,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(fault.body)
-            proxy.record(
-                Seen(
-                    self.command, self.path, fault.status, faulted=True, headers=headers
-                )
-            )
             return
-        status = self._forward()
-        proxy.record(Seen(self.command, self.path, status, fault is not None, headers))
+        self._forward(
+            Seen(self.command, self.path, None, fault is not None, headers=headers)
+        )
 
     def _body(self) -> Iterator[bytes]:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -232,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         for _ in self._body():
             pass
 
-    def _forward(self) -> int:
+    def _forward(self, seen: Seen) -> None:
         proxy = self.server.proxy
         headers = [
             (k, v) for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP
@@ -250,7 +254,17 @@ class _Handler(BaseHTTPRequestHandler):
             headers=headers,
             content=self._body() if has_body else None,
         )
-        response = proxy.client.send(request, stream=True)
+        try:
+            response = proxy.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            proxy.record(dataclasses.replace(seen, status=502))
+            message = f"upstream {proxy.upstream} failed: {exc}".encode()
+            self.send_response(502)
+            self.send_header("Content-Length", str(len(message)))
+            self.end_headers()
+            self.wfile.write(message)
+            return
+        proxy.record(dataclasses.replace(seen, status=response.status_code))
         try:
             self.send_response_only(response.status_code)
             for name, value in response.headers.multi_items():
@@ -273,4 +287,3 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"0\r\n\r\n")
         finally:
             response.close()
-        return response.status_code

@@ -540,7 +540,9 @@ def test_skopeo_copies_through_the_fault_proxy_after_a_failed_manifest_put(
     with pytest.raises(ToolError, match="500"):
         skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1", target)
     skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:v1", target)
-    assert [s.status for s in proxy.seen("PUT", "/manifests/")] == [500, 201]
+    assert [s.status for s in proxy.seen("PUT", "/manifests/")] == [500, 201], [
+        (s.method, s.path, s.status) for s in proxy.seen()
+    ]
     assert len(proxy.seen("HEAD", "/blobs/")) >= 2
 
 
