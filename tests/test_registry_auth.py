@@ -4,6 +4,7 @@ import base64
 import json
 import logging
 import stat
+import time
 
 import httpx
 import pytest
@@ -269,3 +270,27 @@ def test_quoted_params_round_trip_through_the_parser(challenges):
     assert [(c.scheme, dict(c.params)) for c in parsed] == [
         (scheme.lower(), params) for scheme, params in challenges
     ]
+
+
+def test_a_token_is_reused_until_it_expires(tmp_path):
+    """Offline: a MockTransport token server issuing short-lived tokens."""
+    issued = []
+
+    def token_server(request):
+        issued.append(request)
+        # Ten seconds are kept as a margin, so this token lives 0.3 s here.
+        return httpx.Response(
+            200, json={"token": f"t{len(issued)}", "expires_in": 10.3}
+        )
+
+    client = httpx.Client(transport=httpx.MockTransport(token_server))
+    auth = Authenticator("r.example", config=tmp_path / "absent.json")
+    auth.learn(
+        httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://t/x"'})
+    )
+    scope = ("repository:a:pull",)
+    assert auth.headers(client, scope) == {"Authorization": "Bearer t1"}
+    assert auth.headers(client, scope) == {"Authorization": "Bearer t1"}
+    time.sleep(0.4)
+    assert auth.headers(client, scope) == {"Authorization": "Bearer t2"}
+    assert "authorization" not in issued[0].headers
