@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tarfile
@@ -137,6 +138,15 @@ def test_hardlinks_are_detected_by_inode_and_point_at_the_first_path(tmp_path):
     link = by_path["bin/tool-hardlink"]
     assert link.type is EntryType.HARDLINK
     assert link.linkname == "bin/tool"
+
+
+def test_sockets_are_skipped_because_tar_cannot_hold_them(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "kept").write_text("k")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tree / "listening.sock"))
+        assert [entry.path for entry in entries_from_directory(tree)] == ["kept"]
 
 
 def test_ownership_can_be_overridden_and_names_looked_up(tmp_path):

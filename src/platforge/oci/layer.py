@@ -669,9 +669,9 @@ class _TreeWalker:
 
     def _entries(self, path: str, relative: str, st: os.stat_result) -> Iterator[Entry]:
         layer_path = self._layer_path(relative)
-        mode = st.st_mode
         mtime = int(st.st_mtime)
         xattrs = _read_xattrs(path, keep_overlay=self._overlay)
+        opaque = False
         if self._overlay:
             for name in _UNSUPPORTED_OVERLAY_XATTRS:
                 if name in xattrs:
@@ -683,24 +683,27 @@ class _TreeWalker:
             if _is_overlay_whiteout(st, xattrs):
                 yield Entry.whiteout(layer_path, mtime=mtime)
                 return
+            opaque = any(xattrs.get(name) == b"y" for name in _OPAQUE_XATTRS)
             xattrs = {
                 name: value
                 for name, value in xattrs.items()
                 if not name.startswith(_OVERLAY_XATTR_PREFIXES)
             }
         uid, gid, uname, gname = self._ownership.apply(st)
-        common = {
-            "mode": stat.S_IMODE(mode),
-            "uid": uid,
-            "gid": gid,
-            "uname": uname,
-            "gname": gname,
-            "mtime": mtime,
-            "xattrs": xattrs,
-        }
-        if stat.S_ISDIR(mode):
-            yield Entry(layer_path, EntryType.DIRECTORY, **common)  # type: ignore[arg-type]
-            if self._overlay and self._is_opaque(path):
+        base = Entry(
+            layer_path,
+            EntryType.DIRECTORY,
+            mode=stat.S_IMODE(st.st_mode),
+            uid=uid,
+            gid=gid,
+            uname=uname,
+            gname=gname,
+            mtime=mtime,
+            xattrs=xattrs,
+        )
+        if stat.S_ISDIR(st.st_mode):
+            yield base
+            if opaque:
                 yield Entry.opaque(layer_path, mtime=mtime)
             return
         if st.st_nlink > 1:
@@ -708,42 +711,38 @@ class _TreeWalker:
             first = self._links.get(key)
             if first is not None:
                 # xattrs belong to the inode, which the first name already carries.
-                yield Entry(
-                    layer_path,
-                    EntryType.HARDLINK,
-                    linkname=first,
-                    **{**common, "xattrs": {}},  # type: ignore[arg-type]
-                )
+                yield replace(base, type=EntryType.HARDLINK, linkname=first, xattrs={})
                 return
             self._links[key] = layer_path
-        yield from self._non_directory(path, layer_path, st, common)
+        entry = self._non_directory(path, base, st)
+        if entry is not None:
+            yield entry
 
     def _non_directory(
-        self, path: str, layer_path: str, st: os.stat_result, common: dict[str, object]
-    ) -> Iterator[Entry]:
+        self, path: str, base: Entry, st: os.stat_result
+    ) -> Entry | None:
         mode = st.st_mode
-        kind: EntryType
-        extra: dict[str, object] = {}
         if stat.S_ISREG(mode):
-            kind = EntryType.FILE
-            extra = {"size": st.st_size, "source": Path(path)}
-        elif stat.S_ISLNK(mode):
-            kind = EntryType.SYMLINK
-            extra = {"linkname": str(Path(path).readlink())}
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            return replace(
+                base, type=EntryType.FILE, size=st.st_size, source=Path(path)
+            )
+        if stat.S_ISLNK(mode):
+            target = str(Path(path).readlink())
+            return replace(base, type=EntryType.SYMLINK, linkname=target)
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = (
                 EntryType.CHAR_DEVICE if stat.S_ISCHR(mode) else EntryType.BLOCK_DEVICE
             )
-            extra = {
-                "devmajor": os.major(st.st_rdev),
-                "devminor": os.minor(st.st_rdev),
-            }
-        elif stat.S_ISFIFO(mode):
-            kind = EntryType.FIFO
-        else:
-            log.info("skipping %s: sockets cannot be stored in a layer", path)
-            return
-        yield Entry(layer_path, kind, **common, **extra)  # type: ignore[arg-type]
+            return replace(
+                base,
+                type=kind,
+                devmajor=os.major(st.st_rdev),
+                devminor=os.minor(st.st_rdev),
+            )
+        if stat.S_ISFIFO(mode):
+            return replace(base, type=EntryType.FIFO)
+        log.info("skipping %s: sockets cannot be stored in a layer", path)
+        return None
 
 
 def _is_overlay_whiteout(st: os.stat_result, xattrs: Mapping[str, bytes]) -> bool:
