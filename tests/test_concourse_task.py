@@ -272,3 +272,29 @@ def test_image_arg_tarball_written_by_skopeo(tmp_path, tmp_store, skopeo):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "image" / "rootfs" / "seed.txt").read_text() == "from-tarball"
+
+
+def test_additional_targets_build_into_their_own_outputs(tmp_path, tmp_store):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Dockerfile").write_text(
+        "FROM scratch AS test\nCOPY t.txt /t.txt\n"
+        "FROM scratch AS lint\nCOPY t.txt /lint.txt\n"
+        "FROM scratch\nCOPY t.txt /final.txt\n"
+    )
+    (tmp_path / "src" / "t.txt").write_text("t")
+    (tmp_path / "test").mkdir()  # the task declares an output named "test" only
+    result = task(
+        tmp_path,
+        tmp_store,
+        CONTEXT="src",
+        ADDITIONAL_TARGETS="test,lint",
+        UNPACK_ROOTFS="true",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "test" / "image.tar").is_file()
+    assert (tmp_path / "test" / "rootfs" / "t.txt").is_file()
+    assert (tmp_path / "test" / "digest").read_text().startswith("sha256:")
+    assert not (tmp_path / "lint").exists()
+    assert sorted(p.name for p in (tmp_path / "image" / "rootfs").iterdir()) == [
+        "final.txt"
+    ]
