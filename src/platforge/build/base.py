@@ -8,7 +8,8 @@ the store lacks them, so every platform and every later build shares them.
 ``oci-layout://DIR[:TAG]`` reads an OCI image layout on disk instead.
 
 A reference pinned by digest whose manifest is already in the store needs no
-network at all.
+network at all. Registry mirrors (``registry_mirrors``) are tried, in order, for
+Docker Hub references before Docker Hub itself.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
 from platforge.build.image import ImageState, LayerRef
-from platforge.errors import BuildError, NotFoundError
+from platforge.errors import BuildError, NotFoundError, RegistryError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Index, Manifest, parse_manifest
 from platforge.registry.client import RegistryClient
-from platforge.registry.reference import Reference
+from platforge.registry.reference import DOCKER_HUB, Reference
 
 if TYPE_CHECKING:
     from platforge.build.store import Store
@@ -99,8 +100,28 @@ class BaseResolver:
         self.store.put_bytes(info.raw)
         return info.raw, info.media_type
 
-    def _from_registry(self, text: str, platform: Platform) -> ImageState:
+    def _mirrored(
+        self, ref: Reference, text: str, platform: Platform
+    ) -> ImageState | None:
+        # Mirrors serve Docker Hub's repositories under the same names; the first
+        # that has the image wins, and Docker Hub itself is the fallback.
+        for mirror in self.mirrors:
+            host = mirror.removeprefix("https://").removeprefix("http://").rstrip("/")
+            candidate = Reference(host, ref.repository, ref.tag, ref.digest)
+            try:
+                return self._from_registry(str(candidate), platform, mirrored=True)
+            except (BuildError, RegistryError) as exc:
+                log.info("mirror %s cannot serve %s: %s", host, text, exc)
+        return None
+
+    def _from_registry(
+        self, text: str, platform: Platform, *, mirrored: bool = False
+    ) -> ImageState:
         ref = Reference.parse(text)
+        if not mirrored and ref.registry == DOCKER_HUB and self.mirrors:
+            found = self._mirrored(ref, text, platform)
+            if found is not None:
+                return found
         try:
             raw, media_type = self._manifest_bytes(ref, ref.identifier)
         except NotFoundError:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -499,6 +500,7 @@ class BuildSession:
         finally:
             self.hasher.save()
             self.bases.close()
+            shutil.rmtree(self.urls.directory, ignore_errors=True)
         self.emit(
             "info",
             f"built {len(images)} platform(s): {self.steps_run} step(s) run, "
