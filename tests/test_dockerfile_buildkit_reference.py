@@ -48,7 +48,9 @@ EXPOSE 80 $PORTS
 STOPSIGNAL ${X:+SIGKILL}
 FROM first
 ARG SIG
-LABEL inherited=$X notdeclared=$BASEARG sig=$SIG
+ENV V=e
+ARG W=$V-${TARGETARCH:-none}
+LABEL inherited=$X notdeclared=$BASEARG sig=$SIG w=$W
 STOPSIGNAL $SIG
 """
 BUILD_ARGS = {"X": "7", "PORTS": "81/udp 82", "SIG": "TERM", "UNUSED": "u"}
@@ -187,4 +189,5 @@ def test_expanded_words_match_buildkit_image_configs(dockerd, tmp_path):
         # A stage built on a stage keeps its ENV and its ARGs.
         assert theirs["Labels"]["inherited"] == "env"
         assert theirs["Labels"]["notdeclared"] == "global"
+        assert theirs["Labels"]["w"] == f"e-{arch}"  # ARG defaults see ENV
         assert theirs["ExposedPorts"] == {"80/tcp", "81/udp", "82/tcp"}
