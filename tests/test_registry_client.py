@@ -34,6 +34,12 @@ MANIFEST = (
 MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 
+@pytest.fixture(autouse=True)
+def _own_docker_config(tmp_path, monkeypatch):
+    """Credentials come only from the test, never from the user's docker config."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+
+
 class Script:
     """Answers per (method, path prefix): a list consumed in order, last repeats."""
 

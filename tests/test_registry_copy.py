@@ -61,6 +61,12 @@ class Counting(httpx.BaseTransport):
         self.inner.close()
 
 
+@pytest.fixture(autouse=True)
+def _own_docker_config(tmp_path, monkeypatch):
+    """Credentials come only from the test, never from the user's docker config."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+
+
 def _counting_registries(**options):
     counters = []
 
