@@ -234,6 +234,8 @@ def test_layers_are_unpacked_once_and_shared(amd64_tree, tmp_path):
     assert [p.name for p in first.lowerdirs] == [
         str(d).replace(":", "-") for d in first.config.diff_ids
     ]
+    # A layer dir is "/" for overlayfs' merge: never the temp dir's 0700.
+    assert {d.stat().st_mode & 0o777 for d in first.lowerdirs} == {0o755}
     motd = first.lowerdirs[1] / "etc" / "motd"
     assert motd.lstat().st_rdev == os.makedev(0, 0)
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
@@ -244,6 +246,7 @@ def test_flatten_merges_layers_into_one_tree(amd64_tree, tmp_path):
     layout = Layout.open(tmp_path / "image")
     image = rootfs.prepare(layout, manifest, cache=tmp_path / "cache")
     flat = rootfs.flatten(image.lowerdirs, tmp_path / "flat")
+    assert flat.stat().st_mode & 0o777 == 0o755
     assert (flat / "hello.txt").is_file()
     assert not (flat / "etc" / "motd").exists()
     assert (flat / "bin" / "busybox").is_file()

@@ -80,6 +80,9 @@ def _key(diff_id: Digest | None, layer_digest: Digest) -> str:
 def _unpack_one(layout: Layout, layer_digest: Digest, target: Path, tmp: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=tmp))
     try:
+        # A layer rarely has an entry for "/"; the directory must not keep the
+        # temporary directory's 0700, which would lock non-root users out.
+        staging.chmod(0o755)
         with layout.open_blob(layer_digest) as blob:
             unpack_layers(
                 [blob],
@@ -143,6 +146,7 @@ def flatten(lowerdirs: Sequence[Path], target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        staging.chmod(0o755)
         for lower in lowerdirs:
             apply_overlay_dir(lower, staging)
         staging.rename(target)

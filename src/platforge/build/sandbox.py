@@ -42,6 +42,7 @@ forms, and ``chroot`` cannot switch to a ``USER`` other than root.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -108,7 +109,9 @@ class RunSpec:
     """Everything one RUN needs.
 
     ``lowerdirs`` are the unpacked layers, bottom first (empty for ``FROM scratch``);
-    ``upperdir`` is an empty directory that receives the changes in overlay format.
+    ``upperdir`` is an empty directory that receives the changes in overlay format;
+    as in overlayfs, its own mode and owner are what the command sees as ``/``
+    (0755 root for an image; it is created so when missing).
     ``user`` is Docker's ``USER`` value (``name``, ``uid``, ``name:group``,
     ``uid:gid``; empty means root). ``output`` receives the combined stdout and stderr
     as it arrives; when it is ``None`` the command writes straight to platforge's own
@@ -309,7 +312,7 @@ def run(spec: RunSpec) -> RunResult:
             qemu = _proot_emulator(spec.platform)
         else:
             emulation.ensure(spec.platform)
-    spec.upperdir.mkdir(parents=True, exist_ok=True)
+    spec.upperdir.mkdir(mode=0o755, parents=True, exist_ok=True)
     if any(spec.upperdir.iterdir()):
         raise SandboxError(
             f"upper directory {spec.upperdir} is not empty; each RUN step needs a "
@@ -997,6 +1000,11 @@ def _run_copy(spec: RunSpec, mode: str, qemu: Path | None) -> RunResult:
     root = state / "rootfs"
     try:
         root.mkdir()
+        # "/" looks as the upper directory says, as it does over overlayfs.
+        top = spec.upperdir.stat()
+        root.chmod(stat.S_IMODE(top.st_mode))
+        with contextlib.suppress(PermissionError):
+            os.chown(root, top.st_uid, top.st_gid)
         for lower in spec.lowerdirs:
             apply_overlay_dir(lower, root)
         user = _resolve_user(root, spec.user)
