@@ -191,3 +191,33 @@ def test_expanded_words_match_buildkit_image_configs(dockerd, tmp_path):
         assert theirs["Labels"]["notdeclared"] == "global"
         assert theirs["Labels"]["w"] == f"e-{arch}"  # ARG defaults see ENV
         assert theirs["ExposedPorts"] == {"80/tcp", "81/udp", "82/tcp"}
+
+
+def test_a_stage_built_on_a_build_platform_stage_still_labels_the_target(
+    dockerd, tmp_path
+):
+    # The stage runs where its parent ran (BuildKit hands it the parent's state);
+    # the image it produces is still described as the requested target platform.
+    text = "FROM --platform=$BUILDPLATFORM scratch AS tools\nLABEL a=1\nFROM tools\n"
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(text)
+    _docker(
+        dockerd,
+        "build",
+        "--network",
+        "none",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "pf-ref:chain",
+        str(context),
+    )
+    inspected = json.loads(_docker(dockerd, "image", "inspect", "pf-ref:chain").stdout)
+    plan = resolve(
+        parse(text),
+        target_platform=platforms.parse("linux/arm64"),
+        build_platform=platforms.host(),
+    )
+    assert inspected[0]["Architecture"] == plan.target_platform.architecture
+    assert plan.target.platform == platforms.host()

@@ -28,7 +28,8 @@ Variables, in the order BuildKit resolves them:
   in the stage's scope). ``ENV`` wins over ``ARG`` of the same name in expansions.
   ``ENV a=1 b=$a`` expands ``$a`` with the value from *before* the instruction.
 * A stage built ``FROM`` another stage starts with that stage's ENV, its ARGs and
-  its platform.
+  its platform (where its steps run); the image of the target is still described
+  as ``Plan.target_platform``.
 * Build args nobody declares are reported in ``unused_build_args`` (a warning, not an
   error); the proxy args (``HTTP_PROXY`` …, visible to ``RUN`` without a declaration),
   the automatic args, ``BUILDKIT_*`` and ``SOURCE_DATE_EPOCH`` never are.
