@@ -88,9 +88,10 @@ def test_whiteouts_delete_files_and_whole_directories_of_earlier_layers(tmp_path
     assert sorted(listing(tmp_path / "t")) == ["etc", "etc/keep", "var"]
 
 
-def test_whiteout_of_a_missing_path_is_harmless(tmp_path):
-    unpack_layers([layer(Entry.whiteout("never/existed"))], tmp_path / "t")
-    assert (tmp_path / "t" / "never").is_dir()
+def test_whiteouts_and_opaque_markers_of_missing_paths_create_nothing(tmp_path):
+    change = layer(Entry.whiteout("never/existed"), Entry.opaque("nor/this"))
+    unpack_layers([change], tmp_path / "t")
+    assert listing(tmp_path / "t") == {}
 
 
 def test_opaque_directory_hides_earlier_content_but_keeps_its_own_layer(tmp_path):

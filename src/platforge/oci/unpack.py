@@ -252,6 +252,18 @@ class _Tree:
             self._cached_parts, self._cached_fd = parts, fd
         return self._cached_fd
 
+    def _existing_parent(self, parts: Parts) -> int | None:
+        """Like ``_parent`` but None, creating nothing, when ``parts`` is missing."""
+        if parts == self._cached_parts:
+            return self._cached_fd
+        try:
+            fd = self._resolve(parts, create=False)
+        except FileNotFoundError:
+            return None
+        self._forget_cached()
+        self._cached_parts, self._cached_fd = parts, fd
+        return fd
+
     def _resolve(self, parts: Parts, *, create: bool) -> int:
         """Open directory ``parts`` with symlinks resolved inside the target.
 
@@ -345,18 +357,25 @@ class _Tree:
                 "unpack with whiteout_format='apply' instead"
             )
         parts = (*parent_parts, victim)
-        self._remove(self._parent(parent_parts), victim, parts)
         if self._format == "overlay":
+            self._remove(self._parent(parent_parts), victim, parts)
             parent_fd = self._parent(parent_parts)
             os.mknod(victim, stat.S_IFCHR, os.makedev(0, 0), dir_fd=parent_fd)
+            return
+        # Nothing below a missing directory to delete; do not create it.
+        existing = self._existing_parent(parent_parts)
+        if existing is not None:
+            self._remove(existing, victim, parts)
 
     def _opaque(self, parts: Parts) -> None:
-        fd = self._parent(parts)
         if self._format == "overlay":
             name = (
                 "trusted.overlay.opaque" if self._privileged else "user.overlay.opaque"
             )
-            os.setxattr(fd, name, b"y")
+            os.setxattr(self._parent(parts), name, b"y")
+            return
+        fd = self._existing_parent(parts)
+        if fd is None:
             return
         for child in os.listdir(fd):  # noqa: PTH208 - listing a descriptor
             child_parts = (*parts, child)
