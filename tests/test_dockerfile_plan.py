@@ -248,6 +248,8 @@ def test_source_date_epoch_is_a_build_arg_and_a_number():
     )
     assert plan.source_date_epoch == 1700000000
     assert plan.target.steps[-1].build_args == {"SOURCE_DATE_EPOCH": "1700000000"}
+    from_arg = plan_of("ARG SOURCE_DATE_EPOCH=86400\nFROM a\n")
+    assert from_arg.source_date_epoch == 86400
     with pytest.raises(DockerfileError, match="SOURCE_DATE_EPOCH='soon'"):
         plan_of("FROM a\n", build_args={"SOURCE_DATE_EPOCH": "soon"})
 

@@ -33,8 +33,8 @@ Variables, in the order BuildKit resolves them:
 * Build args nobody declares are reported in ``unused_build_args`` (a warning, not an
   error); the proxy args (``HTTP_PROXY`` …, visible to ``RUN`` without a declaration),
   the automatic args, ``BUILDKIT_*`` and ``SOURCE_DATE_EPOCH`` never are.
-  ``SOURCE_DATE_EPOCH`` must be a whole number of seconds and is also offered as
-  ``Plan.source_date_epoch``.
+  ``SOURCE_DATE_EPOCH`` (a build arg, or a global ARG's default) must be a whole
+  number of seconds and is also offered as ``Plan.source_date_epoch``.
 
 Which words expand: ``ADD COPY ENV EXPOSE FROM LABEL STOPSIGNAL USER VOLUME WORKDIR
 ARG`` and the flags of every instruction; ``RUN CMD ENTRYPOINT SHELL HEALTHCHECK`` keep
@@ -760,12 +760,15 @@ class _Resolver:
         )
 
     def _source_date_epoch(self) -> int | None:
-        text = self.build_args.get(SOURCE_DATE_EPOCH)
-        if text is None or text == "":
+        # A build arg, else the default of a global ARG, as BuildKit reads it.
+        text = self.build_args.get(SOURCE_DATE_EPOCH) or self.global_args.get(
+            SOURCE_DATE_EPOCH
+        )
+        if not text:
             return None
         if not text.isdigit():
             raise DockerfileError(
-                f"build arg {SOURCE_DATE_EPOCH}={text!r} is not a whole number of "
+                f"{SOURCE_DATE_EPOCH}={text!r} is not a whole number of "
                 "seconds since 1970; use e.g. $(git log -1 --format=%ct)",
                 file=self.file,
             )
