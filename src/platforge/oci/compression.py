@@ -48,6 +48,7 @@ level, which is why platforge pins ISA-L.
 from __future__ import annotations
 
 import enum
+import gzip
 import io
 import logging
 import zlib
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_GZIP_LEVEL",
     "DEFAULT_ZSTD_LEVEL",
+    "PEEK_SIZE",
     "Compression",
     "WriteStream",
     "compression_of_media_type",
@@ -87,9 +89,10 @@ PEEK_SIZE = 512
 
 _CHUNK = 1 << 20
 
-# What the codecs raise on corrupt or truncated input (BadGzipFile is an OSError).
+# What the codecs raise on corrupt or truncated input. Other OSErrors come from
+# the caller's stream and are the caller's to report.
 _DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
+    gzip.BadGzipFile,
     EOFError,
     zlib.error,
     # isal's stub declares IsalError as an instance; it is the class.
