@@ -1,8 +1,10 @@
 """check → in (every format) → out, through `platforge resource`, on real registries."""
 
+import io
 import json
 import tarfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -202,3 +204,35 @@ def test_unknown_source_key_is_refused_naming_it(registry_plain):
     result = resource("check", {"source": source}, check=False)
     assert result.returncode == 1
     assert "'tagg'" in result.stderr
+
+
+def test_tls_registry_with_ca_certs_insecure_and_neither(registry_tls):
+    repo = f"concourse/tls-{uuid.uuid4().hex[:8]}"
+    digest = push_tls(registry_tls, repo)
+    pem = Path(registry_tls.ca_file).read_text()
+    expected = [{"tag": "t", "digest": digest}]
+
+    trusted = source_for(registry_tls, repo, tag="t", ca_certs=[pem])
+    assert answer(resource("check", {"source": trusted})) == expected
+    insecure = source_for(registry_tls, repo, tag="t", insecure=True)
+    assert answer(resource("check", {"source": insecure})) == expected
+
+    refused = resource(
+        "check", {"source": source_for(registry_tls, repo, tag="t")}, check=False
+    )
+    assert refused.returncode == 1
+    assert "TLS" in refused.stderr
+    assert registry_tls.host in refused.stderr
+
+
+def push_tls(registry, repo):
+    from platforge.registry.client import RegistryClient  # noqa: PLC0415
+
+    image = single_image("tls")
+    with RegistryClient(registry.host, ca_file=registry.ca_file) as client:
+        for blob in image.blobs:
+            client.upload_blob(
+                repo, blob.digest, len(blob.data), lambda d=blob.data: io.BytesIO(d)
+            )
+        client.put_manifest(repo, "t", image.top.data, image.top.media_type)
+    return image.digest
