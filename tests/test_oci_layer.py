@@ -9,9 +9,10 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tarfile
 import tracemalloc
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,9 +35,6 @@ from platforge.oci.layer import (
     whiteout_target,
     write_layer,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mknod, chown)")
@@ -498,3 +496,17 @@ def test_virtual_files_read_back_with_their_content_and_mode(files, mode, compre
     assert read == {f"d/{name}": (mode, data) for name, data in files.items()}
     blob_again, _ = write(reversed(entries), compression)
     assert blob_again == blob
+
+
+def test_the_gzip_layer_bench_runs_on_a_small_tree(tmp_path):
+    bench = Path(__file__).parents[1] / "bench" / "gzip_layer.py"
+    result = subprocess.run(
+        [sys.executable, str(bench), "--size", "2M", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "isal over stdlib gzip -6:" in result.stdout
+    assert "peak RSS" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # the bench cleans up after itself
