@@ -291,6 +291,11 @@ def test_image_env_supplies_the_base_image_environment():
     assert asked == [("a", ARM64)]
     assert plan.target.steps[0].env == ["PATH=/usr/bin:/opt/bin", "K=v"]
 
+    # Resolving the copy source first must not ask for the same image twice.
+    asked.clear()
+    plan_of("FROM a AS x\nFROM b\nCOPY --from=x /a /b\n", image_env=image_env)
+    assert sorted(asked) == [("a", AMD64), ("b", AMD64)]
+
 
 @pytest.mark.parametrize(
     ("line", "expected"),

@@ -309,6 +309,7 @@ class _Resolver:
         self.global_args = self._global_args(automatic)
         self.resolved: dict[int, Stage] = {}
         self.scopes: dict[int, _Scope] = {}
+        self.image_envs: dict[tuple[str, str], list[str]] = {}
 
     # -- structure ------------------------------------------------------------------
 
@@ -509,7 +510,7 @@ class _Resolver:
             depends.append(base.stage_index)
             parent_key = parent.key
         elif base.kind == "image" and self.image_env is not None:
-            for item in self.image_env(base.ref, platform):
+            for item in self._image_env(self.image_env, base.ref, platform):
                 key, _, value = item.partition("=")
                 scope.env[key] = value
         stage = Stage(
@@ -532,6 +533,19 @@ class _Resolver:
         self.scopes[raw.index] = scope
         stage.key = self._key(stage, parent_key)
         return stage
+
+    def _image_env(
+        self,
+        fetch: Callable[[str, Platform], Sequence[str]],
+        ref: str,
+        platform: Platform,
+    ) -> Sequence[str]:
+        # Asked once per image and platform: a stage may be resolved again after
+        # an earlier stage it copies from, and the caller may have to fetch.
+        key = (ref, pf.format_all(platform))
+        if key not in self.image_envs:
+            self.image_envs[key] = list(fetch(ref, platform))
+        return self.image_envs[key]
 
     def _from_ref(
         self, raw: _RawStage, instruction: Instruction, value: str
