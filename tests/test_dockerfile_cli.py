@@ -141,3 +141,30 @@ def test_human_output_quotes_values_with_blanks():
     assert result.exit_code == 0, result.output
     assert 'LABEL title="two words" plain=x' in result.output
     assert 'ENV EMPTY=""' in result.output
+
+
+def test_build_contexts_replace_images_and_stages_in_the_plan():
+    text = "FROM alpine AS base\nFROM base\nCOPY --from=tools /t /t\n"
+    result = run(
+        "dockerfile",
+        "plan",
+        "-",
+        "--build-context",
+        "base=docker-image://127.0.0.1:5000/base",
+        "--build-context",
+        "tools=./tools",
+        "--json",
+        stdin=text,
+    )
+    assert result.exit_code == 0, result.output
+    (only,) = json.loads(result.output)["platforms"].values()
+    stage = only["stages"][-1]
+    assert [s["index"] for s in only["stages"]] == [1]
+    assert stage["base"]["kind"] == "context"
+    assert stage["steps"][0]["copy_from"] == {
+        "kind": "context",
+        "ref": "tools",
+        "stage_index": None,
+    }
+    bad = run("dockerfile", "plan", "-", "--build-context", "noequals", stdin=text)
+    assert bad.exit_code == 2
