@@ -286,12 +286,15 @@ def test_hand_made_entries_get_clean_paths_and_dotdot_is_refused():
         write([Entry("/", EntryType.FILE)])
 
 
-def test_a_source_file_that_shrinks_while_writing_is_an_error(tmp_path):
+def test_a_source_file_that_changes_size_while_writing_is_an_error(tmp_path):
     source = tmp_path / "data"
     source.write_bytes(b"x" * 100)
     entry = Entry.file("data", source)
     source.write_bytes(b"x" * 10)
     with pytest.raises(ContentError, match="shrank"):
+        write([entry])
+    source.write_bytes(b"x" * 101)
+    with pytest.raises(ContentError, match="grew"):
         write([entry])
 
 

@@ -452,15 +452,17 @@ class _TarWriter:
                         break
                     self._emit(view[:count])
                     left -= count
+                grew = not left and bool(stream.read(1))
         except OSError as exc:
             raise ContentError(
                 f"layer entry {entry.path!r}: cannot read {source}: "
                 f"{exc.strerror or exc}; check the file is readable"
             ) from exc
-        if left:
+        if left or grew:
+            change = f"shrank ({left} bytes short)" if left else "grew"
             raise ContentError(
-                f"layer entry {entry.path!r}: {source} shrank while the layer was "
-                f"written ({left} bytes short); do not change sources during a build"
+                f"layer entry {entry.path!r}: {source} {change} while the layer was "
+                "written; do not change sources during a build"
             )
 
     def finish(self) -> None:
