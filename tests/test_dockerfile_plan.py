@@ -335,6 +335,22 @@ def test_flags_are_expanded_and_repeatable_flags_keep_every_value():
     assert copy.flag_lists["exclude"] == ["*.md", "*.txt"]
 
 
+@pytest.mark.parametrize(
+    "line",
+    ["COPY --from=$IMG /a /b", "RUN --mount=type=bind,from=${IMG},target=/m x"],
+)
+def test_stage_references_are_never_expanded(line):
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:3: .*FROM \$IMAGE AS src"):
+        plan_of(f"FROM a\nARG IMG=x\n{line}\n")
+
+
+def test_mount_options_other_than_from_are_expanded():
+    text = "FROM a AS s\nFROM b\nARG T=/m\nRUN --mount=from=s,target=$T,ro x\n"
+    run = plan_of(text).target.steps[-1]
+    assert run.flag_lists["mount"] == ["from=s,target=/m,ro"]
+    assert run.mount_from == [FromRef("stage", "s", 0)]
+
+
 def test_copy_heredoc_body_is_expanded_unless_the_delimiter_is_quoted():
     text = (
         "FROM a\nARG V=1\nCOPY <<A <<'B' /d/\nv=$V\nA\nv=$V\nB\nRUN <<C\necho $V\nC\n"
@@ -485,7 +501,6 @@ _LINES = st.sampled_from(
         "ENV B ${A:-x}",
         "COPY --from=x a b",
         "COPY --from=0 a b",
-        "COPY --from=$V a b",
         "COPY <<E /d",
         "E",
         "RUN --mount=from=x,target=/m echo",

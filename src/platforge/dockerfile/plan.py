@@ -37,8 +37,10 @@ Variables, in the order BuildKit resolves them:
   number of seconds and is also offered as ``Plan.source_date_epoch``.
 
 Which words expand: ``ADD COPY ENV EXPOSE FROM LABEL STOPSIGNAL USER VOLUME WORKDIR
-ARG`` and the flags of every instruction; ``RUN CMD ENTRYPOINT SHELL HEALTHCHECK`` keep
-their command text for the shell in the image; ``ONBUILD`` is stored unexpanded.
+ARG`` and the flags of every instruction, except stage references (``COPY --from``,
+a mount's ``from=``), which must be literal, as in BuildKit; ``RUN CMD ENTRYPOINT
+SHELL HEALTHCHECK`` keep their command text for the shell in the image; ``ONBUILD``
+is stored unexpanded.
 Here-documents of ``COPY``/``ADD`` whose delimiter is unquoted get their variables
 expanded, and their source words read ``<<NAME`` (delimiter quotes removed); ``RUN``
 here-documents are left to the shell.
@@ -588,7 +590,7 @@ class _Resolver:
         )
         if keyword != "ONBUILD":
             for name, value in instruction.flags:
-                expanded = "" if value is None else self.expand(instruction, value, env)
+                expanded = self._expand_flag(instruction, name, value, env)
                 step.flags[name] = expanded
                 step.flag_lists.setdefault(name, []).append(expanded)
 
@@ -612,6 +614,43 @@ class _Resolver:
         for name in PROXY_ARGS & self.build_args.keys():
             step.build_args.setdefault(name, self.build_args[name])
         return step
+
+    def _expand_flag(
+        self,
+        instruction: Instruction,
+        name: str,
+        value: str | None,
+        env: Mapping[str, str],
+    ) -> str:
+        """A flag's value expanded; a stage reference (``--from``, a mount's
+        ``from=``) is not, as in BuildKit, because the stage graph must not
+        depend on a stage's own variables."""
+        if value is None:
+            return ""
+        if name == "from":
+            return self._literal_source(instruction, value)
+        if name != "mount":
+            return self.expand(instruction, value, env)
+        fields = []
+        for field_text in value.split(","):
+            key, sep, text = field_text.partition("=")
+            if sep and key.strip().lower() == "from":
+                fields.append(f"{key}={self._literal_source(instruction, text)}")
+            elif sep:
+                fields.append(f"{key}={self.expand(instruction, text, env)}")
+            else:
+                fields.append(self.expand(instruction, field_text, env))
+        return ",".join(fields)
+
+    def _literal_source(self, instruction: Instruction, value: str) -> str:
+        if "$" in value:
+            raise self.error(
+                instruction,
+                f"from={value}: variables are not expanded in a stage reference; "
+                "name the image in a stage (ARG IMAGE, FROM $IMAGE AS src) and use "
+                "from=src",
+            )
+        return value
 
     def _expand_args(
         self, instruction: Instruction, scope: _Scope, env: Mapping[str, str]
