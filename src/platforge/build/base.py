@@ -27,12 +27,13 @@ from platforge.build.image import ImageState, LayerRef
 from platforge.errors import BuildError, NotFoundError, RegistryError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Index, Manifest, parse_manifest
-from platforge.registry.client import RegistryClient
 from platforge.registry.reference import DOCKER_HUB, Reference
 
 if TYPE_CHECKING:
     from platforge.build.store import Store
     from platforge.platforms import Platform
+    from platforge.registry.client import RegistryClient
+    from platforge.registry.copy import Registries
 
 __all__ = ["BaseResolver"]
 
@@ -51,29 +52,19 @@ class BaseResolver:
     def __init__(
         self,
         store: Store,
+        registries: Registries,
         *,
-        insecure_registries: list[str] | None = None,
         registry_mirrors: list[str] | None = None,
     ) -> None:
         self.store = store
-        self.insecure = set(insecure_registries or [])
+        self.registries = registries
         self.mirrors = list(registry_mirrors or [])
-        self._clients: dict[str, RegistryClient] = {}
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, str], ImageState] = {}
         self._blob_locks: dict[str, threading.Lock] = {}
 
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-
     def client(self, registry: str) -> RegistryClient:
-        with self._lock:
-            client = self._clients.get(registry)
-            if client is None:
-                client = RegistryClient(registry, insecure=registry in self.insecure)
-                self._clients[registry] = client
-            return client
+        return self.registries.client(registry)
 
     def image(self, text: str, platform: Platform) -> ImageState:
         """The image state of ``text`` (a reference) for ``platform``."""

@@ -49,6 +49,7 @@ from platforge.dockerfile import plan as planner
 from platforge.errors import BuildError
 from platforge.oci import compression as codec
 from platforge.oci.layer import Entry
+from platforge.registry.copy import Registries
 
 if TYPE_CHECKING:
     from platforge.build.request import EventKind
@@ -96,10 +97,11 @@ class BuildSession:
             else codec.Compression.GZIP,
             self.epoch,
         )
+        # One client per registry for the whole build: pulls and pushes share
+        # connections, tokens and the TLS set-up.
+        self.registries = Registries(insecure=frozenset(request.insecure_registries))
         self.bases = BaseResolver(
-            self.store,
-            insecure_registries=request.insecure_registries,
-            registry_mirrors=request.registry_mirrors,
+            self.store, self.registries, registry_mirrors=request.registry_mirrors
         )
         self.hasher = FileHasher(self.store.own / "file-hashes.json")
         self.urls = UrlFetcher(self.store.tmp / f"urls-{os.getpid()}")
@@ -304,10 +306,16 @@ class BuildSession:
     ) -> ImageState:
         keyword = step.keyword
         if keyword in METADATA_KEYWORDS:
-            # Config edits cost less than a cache lookup; they are always applied.
+            # Cached like every step, so that an unchanged rebuild keeps the
+            # history times, and with them the config's digest.
+            key = self._step_key(stage, state, step, "")
+            cached = self._cached(key)
+            if cached is not None:
+                return cached
             new = state.clone()
             created_by = apply_metadata(new, step)
             new.add_history(created_by, _created(self.epoch), empty_layer=True)
+            self._remember(key, new)
             return new
         if keyword == "WORKDIR":
             return self._workdir(state, step)
@@ -499,7 +507,6 @@ class BuildSession:
             images = self._build_platforms(wanted, multi.plans)
         finally:
             self.hasher.save()
-            self.bases.close()
             shutil.rmtree(self.urls.directory, ignore_errors=True)
         self.emit(
             "info",
@@ -559,19 +566,20 @@ class BuildSession:
 
     def _push(self, root: Any) -> None:
         from platforge.oci.layout import Layout  # noqa: PLC0415
-        from platforge.registry.copy import Registries, push_layout  # noqa: PLC0415
+        from platforge.registry.copy import push_layout  # noqa: PLC0415
         from platforge.registry.reference import Reference  # noqa: PLC0415
 
         if not self.request.tags:
             raise BuildError("--push needs at least one -t REGISTRY/REPOSITORY[:TAG]")
         store_layout = Layout.open(self.store.path)
-        with Registries(insecure=frozenset(self.request.insecure_registries)) as regs:
-            for tag in self.request.tags:
-                reference = Reference.parse(tag)
-                name = str(reference)
-                store_layout.add_ref(root, name)
-                self.emit("info", f"pushing {name}")
-                push_layout(self.store.path, reference, registries=regs, name=name)
+        for tag in self.request.tags:
+            reference = Reference.parse(tag)
+            name = str(reference)
+            store_layout.add_ref(root, name)
+            self.emit("info", f"pushing {name}")
+            push_layout(
+                self.store.path, reference, registries=self.registries, name=name
+            )
 
 
 def _copy_items_entries(items: list[Any], epoch: int | None) -> Any:
@@ -582,4 +590,8 @@ def _copy_items_entries(items: list[Any], epoch: int | None) -> Any:
 
 def run_build(request: BuildRequest) -> BuildResult:
     """Build ``request`` (see the module docstring)."""
-    return BuildSession(request).run()
+    session = BuildSession(request)
+    try:
+        return session.run()
+    finally:
+        session.registries.close()

@@ -78,6 +78,22 @@ def _created(epoch: int | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+def _image_created(state: ImageState, epoch: int | None) -> str:
+    """SOURCE_DATE_EPOCH, else the time of the newest step, as BuildKit does.
+
+    Taking it from the history (which the cache keeps) means a rebuild in which
+    every step comes from the cache gives the very same image digest.
+    """
+    if epoch is not None:
+        return _created(epoch)
+    times = [
+        str(entry["created"])
+        for entry in state.config.get("history") or []
+        if isinstance(entry, dict) and entry.get("created")
+    ]
+    return max(times) if times else _created(None)
+
+
 def assemble(
     store: Store,
     images: list[tuple[Platform, ImageState]],
@@ -89,7 +105,7 @@ def assemble(
     manifests: dict[str, Descriptor] = {}
     for platform, state in images:
         config = dict(state.config)
-        config["created"] = _created(epoch)
+        config["created"] = _image_created(state, epoch)
         config_raw = canonical_json(_ordered_config(config))
         config_digest, config_size = store.put_bytes(config_raw)
         manifest = Manifest.build(
