@@ -10,7 +10,7 @@ import shutil
 import stat
 import subprocess
 import tracemalloc
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +18,6 @@ from platforge.errors import UnpackError
 from platforge.oci.compression import Compression
 from platforge.oci.layer import Entry, EntryType, entries_from_directory, write_layer
 from platforge.oci.unpack import unpack_layers
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
@@ -490,3 +487,16 @@ def test_we_unpack_layers_umoci_made_to_the_same_tree_as_umoci(tmp_path):
             stream.close()
     assert listing(tmp_path / "ours") == listing(tmp_path / "reference" / "rootfs")
     assert sorted(listing(tmp_path / "ours")) == ["d", "d/y", "link"]
+
+
+def test_names_that_are_not_utf8_survive_write_and_unpack(tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    raw_name = b"caf\xe9-latin1.txt"
+    (tree / os.fsdecode(raw_name)).write_bytes(b"x")
+    out = io.BytesIO()
+    write_layer(entries_from_directory(tree), out, Compression.GZIP)
+    out.seek(0)
+    unpack_layers([out], tmp_path / "t")
+    names = [os.fsencode(path.name) for path in (tmp_path / "t").iterdir()]
+    assert names == [raw_name]
