@@ -10,7 +10,7 @@ import shutil
 import stat
 import subprocess
 import tracemalloc
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,6 +18,9 @@ from platforge.errors import UnpackError
 from platforge.oci.compression import Compression
 from platforge.oci.layer import Entry, EntryType, entries_from_directory, write_layer
 from platforge.oci.unpack import unpack_layers
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
