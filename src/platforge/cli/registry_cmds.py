@@ -15,15 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
 from platforge import platforms
 from platforge.errors import LayoutError
@@ -45,6 +36,8 @@ from platforge.registry.reference import DOCKER_HUB, Reference
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from rich.progress import Progress, TaskID
 
     from platforge.platforms import Platform
     from platforge.registry.progress import BlobEvent
@@ -133,6 +126,16 @@ class _Reporter:
 
     def __enter__(self) -> Self:
         if sys.stderr.isatty():
+            # rich costs a noticeable part of start-up; load it only to draw bars.
+            from rich.console import Console  # noqa: PLC0415
+            from rich.progress import (  # noqa: PLC0415
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
             self._bars = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
