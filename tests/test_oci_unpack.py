@@ -107,6 +107,14 @@ def test_opaque_directory_hides_earlier_content_but_keeps_its_own_layer(tmp_path
     assert sorted(listing(tmp_path / "t")) == ["d", "d/new", "d/newer"]
 
 
+def test_a_whiteout_never_deletes_an_entry_of_its_own_layer(tmp_path):
+    base = layer(Entry.file("+old", b"lower"))
+    # "+" sorts before ".", so the file comes first and its whiteout after it.
+    change = layer(Entry.file("+old", b"upper"), Entry.whiteout("+old"))
+    unpack_layers([base, change], tmp_path / "t")
+    assert (tmp_path / "t" / "+old").read_bytes() == b"upper"
+
+
 def test_opaque_root_clears_everything_earlier(tmp_path):
     base = layer(Entry.file("a", b"a"), Entry.file("b/c", b"c"))
     change = layer(Entry.opaque("/"), Entry.file("z", b"z"))

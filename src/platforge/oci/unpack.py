@@ -3,7 +3,8 @@
 ``unpack_layers(layers, target)`` applies layer tars in order (lowest first) to make
 a root filesystem: entries are written, ``.wh.NAME`` whiteouts delete ``NAME`` from
 what earlier layers wrote, and an opaque marker ``DIR/.wh..wh..opq`` empties ``DIR``
-of earlier content (entries of the same layer stay). With
+of earlier content. Neither touches an entry of its own layer, whatever the order
+of the tar (the image spec's rule). With
 ``whiteout_format="overlay"`` the whiteouts are not applied but written the way
 overlayfs expects them, for a directory that becomes one ``lowerdir`` of an overlay
 mount: a whiteout becomes a character device 0/0 and an opaque marker becomes the
@@ -357,6 +358,10 @@ class _Tree:
                 "unpack with whiteout_format='apply' instead"
             )
         parts = (*parent_parts, victim)
+        if parts in self._written:
+            # A whiteout hides what lower layers have, never its own layer's entry.
+            log.debug("whiteout of %s ignored: its own layer wrote it", "/".join(parts))
+            return
         if self._format == "overlay":
             self._remove(self._parent(parent_parts), victim, parts)
             parent_fd = self._parent(parent_parts)
