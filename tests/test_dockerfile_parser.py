@@ -71,6 +71,8 @@ def test_directives_only_count_before_anything_else():
     dockerfile = parse("# syntax=x/y\n# check=skip=all\n\n# escape=`\nFROM a\n")
     assert dockerfile.directives == {"syntax": "x/y", "check": "skip=all"}
     assert dockerfile.escape == "\\"
+    (warning,) = dockerfile.warnings
+    assert warning.startswith("Dockerfile: '# syntax=x/y' is not fetched")
 
 
 def test_a_repeated_directive_is_an_error():

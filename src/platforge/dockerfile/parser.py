@@ -18,7 +18,8 @@ Public names::
 What the parser understands (the rules of BuildKit's Dockerfile frontend):
 
 * Parser directives (``# syntax=``, ``# escape=`` with ``\\`` or a backtick,
-  ``# check=``), matched case-insensitively, only at the very top: the first line that
+  ``# check=``), matched case-insensitively (``syntax`` is recorded, never fetched,
+  and noted in ``Dockerfile.warnings``), only at the very top: the first line that
   is not a directive (a comment, a blank line, an instruction) ends them.
 * Comments (``#`` first on a line, after optional whitespace) and blank lines, also in
   the middle of a continued instruction, where they are dropped.
@@ -364,6 +365,11 @@ def parse(
             "the file has no instructions; a Dockerfile needs at least a FROM",
             file=filename,
             line=max(reader.index, 1),
+        )
+    if "syntax" in reader.directives.values:
+        reader.warnings.append(
+            f"{filename}: '# syntax={reader.directives.values['syntax']}' is not "
+            "fetched; platforge's own frontend reads this Dockerfile"
         )
     result = Dockerfile(
         directives=dict(reader.directives.values),
