@@ -142,7 +142,13 @@ def unpack_layers(
     try:
         for number, layer in enumerate(layers, start=1):
             tree.apply_layer(layer, _layer_name(number, layer))
-        tree.finish()
+        try:
+            tree.finish()
+        except OSError as exc:
+            raise UnpackError(
+                f"cannot set directory modes and times in {root}: "
+                f"{exc.strerror or exc}; check the target's file system"
+            ) from exc
     finally:
         tree.close()
 
