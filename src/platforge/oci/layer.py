@@ -651,12 +651,20 @@ class _TreeWalker:
                 children = sorted(listing, key=lambda child: child.name)
         except OSError as exc:
             raise ContentError(
-                f"cannot list {directory} for a layer: {exc.strerror or exc}"
+                f"cannot list {directory} for a layer: {exc.strerror or exc}; "
+                "check the directory is readable"
             ) from exc
         for child in children:
             child_relative = f"{relative}/{child.name}" if relative else child.name
-            st = child.stat(follow_symlinks=False)
-            yield from self._entries(child.path, child_relative, st)
+            try:
+                st = child.stat(follow_symlinks=False)
+                entries = list(self._entries(child.path, child_relative, st))
+            except OSError as exc:
+                raise ContentError(
+                    f"cannot read {child.path} for a layer: {exc.strerror or exc}; "
+                    "do not change the tree while its layer is written"
+                ) from exc
+            yield from entries
             if stat.S_ISDIR(st.st_mode):
                 yield from self._walk_dir(child.path, child_relative)
 
