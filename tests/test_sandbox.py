@@ -497,8 +497,12 @@ def _processes_running(marker: bytes) -> list[str]:
 
 
 def test_an_interrupted_run_leaves_no_container_and_no_mount(
-    amd64_root, tmp_path, mode
+    amd64_root, tmp_path, mode, monkeypatch
 ):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("PLATFORGE_RUN_DIR", str(run_dir))
+
     def fail(chunk: bytes) -> None:
         message = "the build was cancelled"
         raise RuntimeError(message)
@@ -518,7 +522,8 @@ def test_an_interrupted_run_leaves_no_container_and_no_mount(
     time.sleep(0.5)
     assert _processes_running(marker) == []
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
-    assert list(tmp_path.iterdir()) == [tmp_path / "upper"]
+    assert sorted(tmp_path.iterdir()) == [run_dir, tmp_path / "upper"]
+    assert list(run_dir.iterdir()) == []
 
 
 def test_a_layer_repeated_in_the_stack_runs_in_the_runtime_mode(
