@@ -29,8 +29,9 @@ to create for its own mounts is removed again from the upper directory.
 
 ``PLATFORGE_SANDBOX=runtime|chroot|proot`` forces a mode and ``PLATFORGE_RUNTIME``
 names the OCI runtime. The small per-run files (mount point, runtime spec, runtime
-state) go to ``/dev/shm`` when it is a tmpfs, or to ``PLATFORGE_RUN_DIR``. On hosts with hybrid cgroups (v1 controllers beside a v2 tree)
-runc is used, because crun refuses them.
+state) go to ``/dev/shm`` when it is a tmpfs, or to ``PLATFORGE_RUN_DIR``. On hosts
+with hybrid cgroups (v1 controllers beside a v2 tree) runc is used, because crun
+refuses them.
 
 Limitations: no pseudo-terminal is allocated (``stdin_tty`` connects platforge's own
 standard input instead); resource limits and seccomp profiles are not applied; under
