@@ -24,6 +24,7 @@ from platforge.errors import (
     RegistryError,
     TransportError,
 )
+from platforge.registry.auth import Credentials
 from platforge.registry.client import RegistryClient
 from platforge.registry.retry import RetryPolicy, parse_retry_after
 
@@ -60,11 +61,9 @@ class Script:
         return (404, {}, b'{"errors":[{"code":"NAME_UNKNOWN","message":"no"}]}')
 
 
-@pytest.fixture
-def fake():
-    """A scripted loopback HTTP server (a fake registry; see the module docstring)."""
-    script = Script()
-    script.on("GET", "/v2/", (200, {}, b"{}"))
+@contextlib.contextmanager
+def serve(script):
+    """Run a scripted loopback HTTP server for ``script``; set ``script.host``."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -103,6 +102,15 @@ def fake():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake():
+    """A scripted loopback HTTP server (a fake registry; see the module docstring)."""
+    script = Script()
+    script.on("GET", "/v2/", (200, {}, b"{}"))
+    with serve(script):
+        yield script
 
 
 def _manifest_ok():
@@ -346,3 +354,28 @@ def test_a_server_that_is_not_a_registry_is_named_as_such(fake):
     client = RegistryClient(fake.host, retry=FAST)
     with client, pytest.raises(RegistryError, match="not an OCI registry API"):
         client.get_manifest("a", "v1")
+
+
+def test_credentials_are_never_sent_to_an_upload_location_on_another_host(fake):
+    storage = Script()
+    with serve(storage):
+        data, digest = _blob(5000)
+        fake.routes.clear()
+        fake.on("GET", "/v2/", (401, {"WWW-Authenticate": 'Basic realm="r"'}, b""))
+        fake.on("HEAD", "/v2/a/blobs/", (404, {}, b""))
+        fake.on(
+            "POST",
+            "/v2/a/blobs/uploads/",
+            (202, {"Location": f"http://{storage.host}/upload/1"}, b""),
+        )
+        storage.on("PUT", "/upload/1", (201, {}, b""))
+        creds = Credentials("user", "secret")
+        with RegistryClient(fake.host, credentials=creds, retry=FAST) as client:
+            client.upload_blob(
+                "a", digest, len(data), lambda: contextlib.nullcontext(io.BytesIO(data))
+            )
+    assert all("Authorization" in h for m, _, h in fake.log if m != "GET")
+    ((method, path, headers),) = storage.log
+    assert (method, path.split("?")[0]) == ("PUT", "/upload/1")
+    assert "Authorization" not in headers
+    assert storage.bodies == [data]

@@ -330,9 +330,13 @@ class RegistryClient:
         ``content`` builds the body afresh, so the re-sent request streams again.
         Retryable statuses raise :class:`RetryableStatusError`.
         """
+        # Upload locations may point at other hosts (object storage behind some
+        # registries); the registry's credentials are never sent there.
+        own = str(url).startswith(self.ping() + "/")
         for again in (False, True):
             merged = dict(headers or {})
-            merged.update(self.auth.headers(self._http, scopes))
+            if own:
+                merged.update(self.auth.headers(self._http, scopes))
             request = self._http.build_request(
                 method,
                 url,
@@ -341,7 +345,7 @@ class RegistryClient:
                 content=content() if content is not None else None,
             )
             response = self._http.send(request, stream=stream)
-            if response.status_code != 401 or again:
+            if response.status_code != 401 or again or not own:
                 break
             # A 401 means no token yet, an expired one, or one with too few scopes.
             response.close()
