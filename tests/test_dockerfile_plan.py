@@ -277,6 +277,8 @@ def test_a_stage_built_on_a_stage_inherits_its_env_args_and_platform():
     assert child.platform == AMD64  # the parent's, whatever FROM --platform says
     assert child.steps[0].env == ["E=2"]
     assert child.steps[0].build_args == {"P": "1"}
+    redeclared = plan_of(text.replace("RUN x", "ARG P\nRUN x")).target.steps[-1]
+    assert redeclared.build_args == {"P": "1"}
 
 
 def test_image_env_supplies_the_base_image_environment():

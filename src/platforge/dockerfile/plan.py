@@ -709,7 +709,9 @@ class _Resolver:
         for word in instruction.args:
             name, value = self._declare(instruction, word, env)
             if value is None:
-                value = self.global_args.get(name)
+                # A bare ARG takes the global value, else keeps one inherited
+                # from a parent stage.
+                value = self.global_args.get(name, scope.args.get(name))
             scope.declared.add(name)
             if value is None:
                 scope.args.pop(name, None)
