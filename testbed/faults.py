@@ -266,24 +266,28 @@ class _Handler(BaseHTTPRequestHandler):
             return
         proxy.record(dataclasses.replace(seen, status=response.status_code))
         try:
-            self.send_response_only(response.status_code)
-            for name, value in response.headers.multi_items():
-                if name.lower() not in _HOP_BY_HOP:
-                    self.send_header(name, value)
-            upstream_length = response.headers.get("Content-Length")
-            chunked = upstream_length is None and self.command != "HEAD"
-            if upstream_length is not None:
-                self.send_header("Content-Length", upstream_length)
-            if chunked:
-                self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            if self.command != "HEAD":
-                for data in response.iter_raw(_CHUNK):
-                    if chunked:
-                        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                    else:
-                        self.wfile.write(data)
-                if chunked:
-                    self.wfile.write(b"0\r\n\r\n")
+            self._relay(response)
         finally:
             response.close()
+
+    def _relay(self, response: httpx.Response) -> None:
+        """Send the upstream's answer on, streaming its body as it arrives."""
+        self.send_response_only(response.status_code)
+        for name, value in response.headers.multi_items():
+            if name.lower() not in _HOP_BY_HOP:
+                self.send_header(name, value)
+        upstream_length = response.headers.get("Content-Length")
+        chunked = upstream_length is None and self.command != "HEAD"
+        if upstream_length is not None:
+            self.send_header("Content-Length", upstream_length)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command != "HEAD":
+            for data in response.iter_raw(_CHUNK):
+                if chunked:
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                else:
+                    self.wfile.write(data)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
