@@ -12,6 +12,7 @@ import uuid
 
 import httpx
 import pytest
+from testbed import Fault
 
 from platforge import platforms
 from platforge.errors import AuthError, DigestMismatchError, LayoutError, NotFoundError
@@ -27,6 +28,7 @@ from platforge.registry.copy import (
     push_layout,
 )
 from platforge.registry.reference import Reference
+from platforge.registry.retry import RetryPolicy
 from test_registry_images import blob_files, busybox_layout, small_layout
 
 pytestmark = pytest.mark.registry
@@ -409,3 +411,30 @@ def test_pull_by_digest_and_one_platform(registry_plain, busybox, tmp_path):
     assert entry.ref_name is None
     assert pulled.check() == []
     assert len(blob_files(tmp_path / "s390x")) == 3
+
+
+def test_push_and_pull_survive_injected_faults_in_front_of_a_real_registry(
+    registry_plain, fault_proxy, tmp_path
+):
+    layout, descriptor = small_layout(tmp_path / "img")
+    proxy = fault_proxy(
+        registry_plain,
+        Fault(method="PUT", path="/blobs/uploads/", status=503, times=1),
+        Fault(
+            method="PUT",
+            path="/manifests/",
+            status=429,
+            times=1,
+            headers={"Retry-After": "0"},
+        ),
+        Fault(method="GET", path="/blobs/sha256:", drop=True, times=1),
+    )
+    ref = Reference.parse(f"{proxy.host}/faults/a:v1")
+    policy = RetryPolicy(attempts=4, base=0.01, max_delay=1, max_total=5)
+    with Registries(retry=policy) as registries:
+        pushed = push_layout(layout.path, ref, registries=registries)
+        pulled = pull_to_layout(ref, tmp_path / "back", registries=registries)
+    assert pushed.digest == pulled.digest == descriptor.digest
+    assert blob_files(tmp_path / "back") == blob_files(tmp_path / "img")
+    faulted = [s for s in proxy.requests if s.faulted]
+    assert len(faulted) == 3
