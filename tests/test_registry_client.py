@@ -2,9 +2,10 @@
 
 Most tests here talk to a *fake*: a tiny scripted HTTP server of our own on
 127.0.0.1 that answers with the statuses a test needs (503 then 200, 429 with
-Retry-After, 413 on a monolithic PUT, a short Range). No real registry can be made
-to fail on cue, so this is the one place a fake stands in. TLS tests use the test
-bed's real TLS registry.
+Retry-After, 413 on a monolithic PUT, a short Range, a Link header, an upload
+Location on another host). distribution 2.8 never answers that way, so a fake
+stands in here; test_registry_copy.py repeats the retry cases against the real
+registry behind the test bed's fault proxy. TLS tests use the real TLS registry.
 """
 
 import contextlib
