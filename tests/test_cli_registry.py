@@ -236,3 +236,32 @@ def test_every_registry_command_help_shows_an_example(command):
     done = ok(command, "--help")
     assert "Example" in done.stdout
     assert "platforge " + command in done.stdout
+
+
+def test_docker_format_image_pushed_by_skopeo_pulls_and_copies(
+    registry_plain, image, skopeo, tmp_path
+):
+    layout, _ = image
+    ref = registry_plain.ref(_repo(), "docker")
+    skopeo(
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        f"oci:{layout}:latest",
+        f"docker://{ref}",
+    )
+    summary = json.loads(ok("inspect", ref).stdout)
+    assert summary["mediaType"] == (
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    )
+    dest = tmp_path / "pulled"
+    digest = ok("pull", ref, dest).stdout.strip()
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{ref}").stdout
+    assert digest == "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+    target = registry_plain.ref(_repo(), "s390x")
+    copied = ok("copy", ref, target, "--platform", "linux/s390x").stdout.strip()
+    one = json.loads(ok("inspect", target).stdout)
+    assert one["digest"] == copied
+    assert one["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
