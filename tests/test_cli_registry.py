@@ -265,3 +265,26 @@ def test_docker_format_image_pushed_by_skopeo_pulls_and_copies(
     one = json.loads(ok("inspect", target).stdout)
     assert one["digest"] == copied
     assert one["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+def test_debug_output_never_shows_the_password_or_tokens(kind, request, image):
+    registry = request.getfixturevalue(f"registry_{kind}")
+    layout, _ = image
+    done = ok(
+        "--debug",
+        "push",
+        layout,
+        registry.ref(_repo(), "v1"),
+        "--username",
+        registry.username,
+        "--password-stdin",
+        stdin=registry.password + "\n",
+    )
+    assert "platforge.registry" in done.stderr
+    assert registry.password not in done.stderr
+    # Challenges are logged (they hold no secret); tokens (JWTs) and basic
+    # credentials never are.
+    assert "eyJ" not in done.stderr
+    pair = base64.b64encode(registry.creds.encode()).decode()
+    assert pair not in done.stderr
