@@ -17,6 +17,7 @@ from test_concourse_support import (
     Blob,
     answer,
     multi_image,
+    push,
     resource,
     sha,
     single_image,
@@ -173,3 +174,46 @@ def test_nested_index_with_a_buildkit_attestation_manifest(
     resource("in", {"source": source, "version": version}, str(dest))
     arch = platforms.host().architecture
     assert (dest / "rootfs" / "seed.txt").read_text() == f"attested-{arch}"
+
+
+def test_layout_with_the_single_image_marker_pushes_that_image(
+    registry_plain, tmp_path, skopeo
+):
+    """registry-image's oci-layout shape: entries plus single-image-digest."""
+    wanted, other = single_image("wanted"), single_image("other")
+    layout = tmp_path / "image" / "image"
+    write_layout(layout, other, ref_name="other")
+    write_layout(tmp_path / "wanted", wanted)
+    for blob in (tmp_path / "wanted" / "blobs" / "sha256").iterdir():
+        shutil.copy(blob, layout / "blobs" / "sha256" / blob.name)
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"].append(wanted.top.descriptor())
+    (layout / "index.json").write_text(json.dumps(index))
+    (layout / "single-image-digest").write_text(wanted.digest)
+    before = (layout / "index.json").read_bytes()
+    digest, _ = push_shape(registry_plain, tmp_path, "image/image", skopeo)
+    assert digest == wanted.digest
+    assert (layout / "index.json").read_bytes() == before  # the input is untouched
+
+
+def test_get_oci_layout_of_one_image_writes_the_marker_and_labels(
+    registry_plain, tmp_path
+):
+    repo = f"concourse/marker-{uuid.uuid4().hex[:8]}"
+    image = single_image("marker", labels={"a": "b"})
+    digest = push(registry_plain, repo, image, ["m"])
+    source = source_for(registry_plain, repo)
+    version = {"tag": "m", "digest": digest}
+    for fmt in ("oci-layout", "oci"):
+        dest = tmp_path / fmt
+        request = {"source": source, "version": version, "params": {"format": fmt}}
+        resource("in", request, str(dest))
+    # labels.json comes with rootfs and oci, as upstream; oci-layout has the marker
+    assert json.loads((tmp_path / "oci" / "labels.json").read_text()) == {"a": "b"}
+    marker = tmp_path / "oci-layout" / "oci" / "single-image-digest"
+    assert marker.read_text() == digest
+    # and out reads that layout back to the same digest
+    target = source_for(registry_plain, repo + "-back", tag="back")
+    request = {"source": target, "params": {"image": "oci"}}
+    pushed = answer(resource("out", request, str(tmp_path / "oci-layout")))
+    assert pushed["version"]["digest"] == digest

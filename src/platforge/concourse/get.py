@@ -12,9 +12,12 @@ and, unless ``skip_download`` is set, by ``format``:
   ``metadata.json`` (``env``, ``user``, ``cmd``, ``entrypoint`` of the config) and
   ``labels.json`` (the config's labels) — what a task's ``image:`` needs;
 * ``oci``: ``image.tar``, one platform as an OCI archive that also carries docker's
-  ``manifest.json``, so both ``docker load`` and OCI tools read it;
+  ``manifest.json``, so both ``docker load`` and OCI tools read it, and
+  ``labels.json``;
 * ``oci-layout``: ``oci/``, an OCI image layout holding the whole image (every
-  platform of an index), named by the tag.
+  platform of an index), named by the tag; for a single-platform image (a manifest,
+  not an index) also the marker file ``oci/single-image-digest`` naming it, as the
+  registry-image resource writes.
 
 The platform is ``params.platform``, else ``source.platform``, else the worker's own
 (this machine's), picked from an index with containerd's fallbacks. A version whose
@@ -47,11 +50,12 @@ if TYPE_CHECKING:
     from platforge.registry.copy import Registries
     from platforge.registry.reference import Reference
 
-__all__ = ["get", "write_image_tar"]
+__all__ = ["SINGLE_IMAGE_MARKER", "get", "write_image_tar"]
 
 log = logging.getLogger("platforge.concourse.get")
 
 _MAX_CONFIG = 4 << 20
+SINGLE_IMAGE_MARKER = "single-image-digest"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -88,6 +92,7 @@ def get(dest: Path, version: ResourceVersion, params: GetParams) -> dict[str, An
                     pairs.append(("platform", str(platform)))
                 elif params.format == "oci":
                     _get_oci_tar(dest, reference, registries, platform)
+                    _write_labels(dest, remote, reference, registries, platform)
                     pairs.append(("platform", str(platform)))
                 else:
                     _get_layout(dest, reference, registries)
@@ -107,7 +112,7 @@ def _get_rootfs(
     registries: Registries,
     platform: Platform,
 ) -> None:
-    from platforge.registry.copy import fetch_manifest, pull_rootfs  # noqa: PLC0415
+    from platforge.registry.copy import pull_rootfs  # noqa: PLC0415
 
     staging = _staging(dest)
     try:
@@ -121,6 +126,19 @@ def _get_rootfs(
             (staging / "image" / name).replace(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+    _write_labels(dest, remote, reference, registries, platform)
+
+
+def _write_labels(
+    dest: Path,
+    remote: Remote,
+    reference: Reference,
+    registries: Registries,
+    platform: Platform,
+) -> None:
+    """``labels.json``: the config labels of the platform's image (``{}`` if none)."""
+    from platforge.registry.copy import fetch_manifest  # noqa: PLC0415
 
     descriptor, raw = fetch_manifest(
         reference, registries=registries, platform=platform
@@ -140,7 +158,11 @@ def _get_layout(dest: Path, reference: Reference, registries: Registries) -> Non
     target = dest / "oci"
     if target.exists():
         shutil.rmtree(target)
-    pull_to_layout(reference, target, registries=registries)
+    result = pull_to_layout(reference, target, registries=registries)
+    if mt.is_manifest(result.descriptor.media_type):
+        # registry-image's marker for "this layout holds one image, not an index";
+        # `out` reads it back, and so do pipelines written for that resource.
+        _write_text(target / SINGLE_IMAGE_MARKER, str(result.digest))
 
 
 def _get_oci_tar(

@@ -7,7 +7,9 @@ exactly one path. Every shape ``oci-build-task`` has written is accepted:
 * an OCI layout directory (``image/image`` with ``OUTPUT_OCI``) whose ``index.json``
   holds one image manifest; or one entry that is itself an image index (a
   multi-platform build: that index is what is pushed); or several per-platform
-  manifests beside the ``oci-layout`` marker (``index.json`` is then the index);
+  manifests (``index.json`` is then the index); or any entries plus the
+  ``single-image-digest`` marker the registry-image resource's ``oci-layout``
+  format writes (the image it names is pushed);
 * a tarball (``image/image.tar``): a docker archive (``manifest.json``; layers as
   ``blobs/sha256/…`` or ``<id>/layer.tar``, compressed or not) or an OCI archive (a
   tarred layout), including BuildKit's that are both at once.
@@ -26,6 +28,7 @@ multi-platform image).
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import shutil
 import tarfile
@@ -35,12 +38,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from platforge.concourse.get import SINGLE_IMAGE_MARKER
 from platforge.concourse.protocol import metadata
 from platforge.concourse.remote import open_remote
 from platforge.concourse.semver import alias_tags
 from platforge.errors import ConcourseError, LayoutError, ReferenceFormatError
 from platforge.oci import mediatypes as mt
-from platforge.oci.compression import Compression
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,13 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["image_tags", "layout_from_tarball", "put"]
 
 log = logging.getLogger("platforge.concourse.put")
-
-_CHUNK = 1 << 20
-_LAYER_TYPES = {
-    Compression.GZIP: mt.OCI_LAYER_GZIP,
-    Compression.ZSTD: mt.OCI_LAYER_ZSTD,
-    Compression.NONE: mt.OCI_LAYER,
-}
 
 
 def put(src: Path, params: PutParams) -> dict[str, Any]:
@@ -157,12 +153,56 @@ def _as_layout(image: Path) -> Iterator[Path]:
                 f"params.image {image} is a directory without index.json; point it "
                 "at an OCI layout (image/image) or a tarball (image/image.tar)"
             )
+        if (image / SINGLE_IMAGE_MARKER).is_file():
+            with _single_image_view(image) as view:
+                yield view
+            return
         yield image
         return
     temp = Path(tempfile.mkdtemp(prefix="platforge-put-"))
     try:
         layout_from_tarball(image, temp / "layout")
         yield temp / "layout"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextmanager
+def _single_image_view(layout: Path) -> Iterator[Path]:
+    """A layout naming only the image that ``single-image-digest`` marks.
+
+    The registry-image resource writes that marker beside a layout holding one
+    image rather than an index; the image it names is what gets pushed, whatever
+    else ``index.json`` lists. The view shares the layout's blobs (a symlink) and
+    leaves the layout itself untouched.
+    """
+    digest = (layout / SINGLE_IMAGE_MARKER).read_text(encoding="utf-8").strip()
+    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
+    entry = next(
+        (e for e in index.get("manifests") or [] if e.get("digest") == digest), None
+    )
+    if entry is None:
+        algorithm, _, encoded = digest.partition(":")
+        blob = layout / "blobs" / algorithm / encoded
+        if not blob.is_file():
+            raise ConcourseError(
+                f"params.image {layout}: {SINGLE_IMAGE_MARKER} names {digest}, which "
+                "the layout does not hold; write the layout again"
+            )
+        document = json.loads(blob.read_bytes())
+        entry = {
+            "mediaType": document.get("mediaType", mt.OCI_MANIFEST),
+            "digest": digest,
+            "size": blob.stat().st_size,
+        }
+    entry = {k: v for k, v in entry.items() if k != "annotations"}
+    temp = Path(tempfile.mkdtemp(prefix="platforge-put-"))
+    try:
+        (temp / "blobs").symlink_to((layout / "blobs").resolve())
+        shutil.copyfile(layout / "oci-layout", temp / "oci-layout")
+        view = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry]}
+        (temp / "index.json").write_text(json.dumps(view), encoding="utf-8")
+        yield temp
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 
