@@ -438,3 +438,22 @@ def test_push_and_pull_survive_injected_faults_in_front_of_a_real_registry(
     assert blob_files(tmp_path / "back") == blob_files(tmp_path / "img")
     faulted = [s for s in proxy.requests if s.faulted]
     assert len(faulted) == 3
+
+
+def test_pull_refuses_a_non_empty_destination_and_push_a_foreign_digest(
+    registry_plain, tmp_path
+):
+    layout, descriptor = small_layout(tmp_path / "img")
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    with Registries() as registries:
+        push_layout(layout.path, ref, registries=registries)
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full" / "keep").write_text("mine")
+        with pytest.raises(LayoutError, match="not empty"):
+            pull_to_layout(ref, tmp_path / "full", registries=registries)
+        assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep"]
+
+        other = "sha256:" + "2" * 64
+        pinned = Reference(ref.registry, ref.repository, None, other)
+        with pytest.raises(LayoutError, match=str(descriptor.digest)):
+            push_layout(layout.path, pinned, registries=registries)
