@@ -165,3 +165,31 @@ def test_wrong_password_fails_in_one_line_without_the_password(registry_basic):
     assert "s3cret-Wrong-Pass" not in result.stderr
     assert registry_basic.host in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_semver_mode_ends_with_latest_when_no_version_names_its_image(registry_plain):
+    repo = f"concourse/bare-{uuid.uuid4().hex[:8]}"
+    old = push(registry_plain, repo, single_image("old"), ["1.0.0", "1.0"])
+    edge = push(registry_plain, repo, single_image("edge"), ["latest"])
+    alpine = push(registry_plain, repo, single_image("alp"), ["alpine", "1.0.0-alpine"])
+    rc = push(registry_plain, repo, single_image("rc"), ["2.0", "2.0.0-rc.1"])
+    assert run_check(registry_plain, repo) == [
+        {"tag": "1.0.0", "digest": old},
+        {"tag": "2.0", "digest": rc},
+        {"tag": "latest", "digest": edge},
+    ]
+    # a release tag wins a shared digest over a more specific pre-release tag
+    assert tags_of(run_check(registry_plain, repo, pre_releases=True)) == [
+        "1.0.0",
+        "2.0",
+        "latest",
+    ]
+    # the variant's bare tag is not added when a version tag already names it
+    assert run_check(registry_plain, repo, variant="alpine") == [
+        {"tag": "1.0.0-alpine", "digest": alpine}
+    ]
+    # with a constraint, only versions
+    assert tags_of(run_check(registry_plain, repo, semver_constraint="*")) == [
+        "1.0.0",
+        "2.0",
+    ]

@@ -63,6 +63,7 @@ def test_precedence_puts_prereleases_before_their_release():
         ("1.2.3-rc.1", None, "1.2.3-rc.1"),  # a pre-release
         ("1.2.3-alpine", "alpine", "1.2.3"),
         ("1.2.3-rc.1-alpine", "alpine", "1.2.3-rc.1"),
+        ("1.2.3-rc.1-alpine", None, None),  # a pre-release of a variant
         ("1.2.3-php7.3-apache", "apache", None),  # two variants
         ("1.2.3-php7.3-apache", "php7.3-apache", "1.2.3"),
         ("alpine", "alpine", None),

@@ -10,8 +10,10 @@ tag moved, both are returned, previous first, so Concourse sees the move.
 **semver** (neither ``tag`` nor ``tag_regex``): every tag that reads as a version
 under the configured ``variant`` (see :mod:`platforge.concourse.semver`), filtered by
 ``pre_releases`` and ``semver_constraint``, in version order. Tags that share a
-digest collapse into one version carrying the most specific tag (``1.2.3`` over
-``1.2`` over ``1``), so alias tags do not look like new versions.
+digest collapse into one version carrying the best tag (a release over a
+pre-release, then the most specific: ``1.2.3`` over ``1.2`` over ``1``), so alias
+tags do not look like new versions. Without a constraint, the bare tag (``latest``,
+or the variant's name) comes last when it names an image no version tag names.
 
 **regex** (``tag_regex`` set): every tag the regular expression finds (anywhere in
 the tag, as Go's ``MatchString`` does: anchor it with ``^…$`` to match whole tags).
@@ -76,10 +78,7 @@ def _check_tag(
         and previous.digest != current.digest
         and remote.client.head_manifest(remote.repository, previous.digest) is not None
     ):
-        return [
-            ResourceVersion(tag=previous.tag or tag, digest=previous.digest),
-            current,
-        ]
+        return [ResourceVersion(tag=tag, digest=previous.digest), current]
     return [current]
 
 
@@ -89,14 +88,18 @@ class _Found:
     digest: str
 
     def preference(self) -> tuple[int, int, Any]:
-        """Most specific tag wins a shared digest; a release beats a pre-release."""
+        """Which tag names a shared digest: a release over a pre-release, then the
+        most specific spelling (``3.2.1`` over ``3.2``, ``1.0.0-rc.2`` over
+        ``1.0.0-rc``), then the highest version."""
         version = self.tag.version
-        return (version.segments, 0 if version.prerelease else 1, version.key())
+        release = 0 if version.prerelease else 1
+        return (release, str(version).count("."), version.key())
 
 
 def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
+    tags = remote.client.list_tags(remote.repository)
     candidates: list[TagVersion] = []
-    for tag in remote.client.list_tags(remote.repository):
+    for tag in tags:
         found = tag_version(
             tag,
             variant=source.variant,
@@ -111,8 +114,13 @@ def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
             continue
         candidates.append(found)
 
+    # The bare tag (``latest``, or the variant's name) joins as the newest version
+    # when it names an image no version tag does, unless a constraint is set.
+    bare = source.variant or "latest"
+    with_bare = bare in tags and source.semver_constraint is None
+    digests = _digests(remote, [c.tag for c in candidates] + [bare] * with_bare)
+
     by_digest: dict[str, _Found] = {}
-    digests = _digests(remote, [c.tag for c in candidates])
     for candidate in candidates:
         digest = digests.get(candidate.tag)
         if digest is None:  # deleted between listing and asking
@@ -122,7 +130,10 @@ def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
         if best is None or hit.preference() > best.preference():
             by_digest[digest] = hit
     ordered = sorted(by_digest.values(), key=lambda f: (f.tag.version.key(), f.tag.tag))
-    return [ResourceVersion(tag=f.tag.tag, digest=f.digest) for f in ordered]
+    versions = [ResourceVersion(tag=f.tag.tag, digest=f.digest) for f in ordered]
+    if with_bare and (digest := digests.get(bare)) and digest not in by_digest:
+        versions.append(ResourceVersion(tag=bare, digest=digest))
+    return versions
 
 
 def _check_regex(source: Source, remote: Remote) -> list[ResourceVersion]:

@@ -161,7 +161,9 @@ def tag_version(
         return None
     if version.prerelease:
         pre = ".".join(version.prerelease)
-        if not any(pre.startswith(prefix) for prefix in pre_release_prefixes):
+        # A dash left in the suffix is a further variant (1.2.3-rc.1-alpine read
+        # without a variant), so the tag is not a plain pre-release.
+        if "-" in pre or not any(pre.startswith(p) for p in pre_release_prefixes):
             return None
     return TagVersion(tag=tag, version=version)
 
