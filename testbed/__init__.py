@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from testbed.bed import NAMES, Registry, Testbed, TestbedError, default_state_file
 from testbed.faults import Fault, FaultProxy, Seen
-from testbed.inputs import ARCHES, InputError, busybox_roots, cache_dir
+from testbed.inputs import ARCHES, PLATFORMS, InputError, busybox_roots, cache_dir
 from testbed.qemu import Handler, missing, qemu_status
 
 __all__ = [
     "ARCHES",
     "NAMES",
+    "PLATFORMS",
     "Fault",
     "FaultProxy",
     "Handler",

@@ -23,9 +23,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["ARCHES", "InputError", "busybox_roots", "cache_dir"]
+__all__ = ["ARCHES", "PLATFORMS", "InputError", "busybox_roots", "cache_dir"]
 
 ARCHES = ("amd64", "arm64", "armhf", "ppc64el", "s390x")
+# Debian architecture -> OCI platform -> what `uname -m` prints there.
+PLATFORMS = {
+    "amd64": ("linux/amd64", "x86_64"),
+    "arm64": ("linux/arm64", "aarch64"),
+    "armhf": ("linux/arm/v7", "armv7l"),
+    "ppc64el": ("linux/ppc64le", "ppc64le"),
+    "s390x": ("linux/s390x", "s390x"),
+}
 UPDATE_TIMEOUT = 300
 DOWNLOAD_TIMEOUT = 300
 

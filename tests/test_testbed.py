@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from testbed import (
+    PLATFORMS,
     Fault,
     InputError,
     Testbed,
@@ -172,14 +173,7 @@ def test_skopeo_copies_and_inspects_through_the_token_flow(
 
 @pytest.mark.qemu
 @pytest.mark.parametrize(
-    ("arch", "machine"),
-    [
-        ("amd64", "x86_64"),
-        ("arm64", "aarch64"),
-        ("armhf", "armv7l"),
-        ("s390x", "s390x"),
-        ("ppc64el", "ppc64le"),
-    ],
+    ("arch", "machine"), [(arch, machine) for arch, (_, machine) in PLATFORMS.items()]
 )
 def test_busybox_of_each_architecture_runs_and_reports_its_machine(
     busybox, require_qemu, arch, machine
