@@ -601,3 +601,19 @@ def test_a_port_taken_by_another_server_is_not_mistaken_for_ours(monkeypatch):
             bed.stop()
     finally:
         other.stop()
+
+
+@pytest.mark.qemu
+def test_busybox_runs_inside_a_chroot_thanks_to_the_f_flag(busybox, require_qemu):
+    # The chroot holds no emulator; only a handler with F (interpreter opened at
+    # registration) can run a foreign binary there.
+    if os.getuid() != 0:
+        pytest.skip("chroot needs root")
+    out = subprocess.run(
+        ["chroot", str(busybox["arm64"]), "/bin/busybox", "uname", "-m"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "aarch64"
