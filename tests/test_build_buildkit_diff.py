@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from platforge.build import Output
 from platforge.oci.compression import open_reader
 from platforge.oci.unpack import unpack_layers
 from test_build_support import build_image, busybox_layout, push_busybox_base
@@ -265,6 +266,26 @@ def _differences(ours, theirs) -> list[str]:
     return [f for f in found if not any(f.startswith(known) for known in KNOWN)]
 
 
+def _docker_load_accepts_our_archive(sock, tmp_path, base_ref) -> list[str]:
+    """``--output type=docker`` is what ``docker load`` reads."""
+    archive = tmp_path / "ours-docker.tar"
+    build_image(
+        tmp_path / "ctx",
+        dockerfile=tmp_path / "dockerfiles" / "metadata.Dockerfile",
+        build_args={"BASE": base_ref},
+        tags=["platforge/loaded:v1"],
+        outputs=[Output("docker", archive)],
+    )
+    loaded = _docker(sock, "load", "-i", str(archive), check=False)
+    if loaded.returncode != 0:
+        return [f"docker load refused our archive: {loaded.stderr[-400:]}"]
+    inspect = _docker(sock, "image", "inspect", "platforge/loaded:v1")
+    config = json.loads(inspect.stdout)[0]["Config"]
+    if config.get("StopSignal") != "SIGINT" or config.get("User") != "1000:50":
+        return [f"docker load gave a different config: {config}"]
+    return []
+
+
 @pytest.mark.usefixtures("require_qemu", "tmp_store")
 def test_platforge_matches_buildkit_on_every_dockerfile(
     dockerd, tmp_path, registry_plain, busybox, skopeo
@@ -328,6 +349,7 @@ def test_platforge_matches_buildkit_on_every_dockerfile(
                 tmp_store, str(ours[name].manifests[platform].digest), work / "pf"
             )
             failures += [f"{name} [{platform}] {d}" for d in _differences(mine, theirs)]
+    failures += _docker_load_accepts_our_archive(dockerd, tmp_path, base_ref)
     count = f"{len(DOCKERFILES)} Dockerfiles x {len(PLATFORMS)} platforms"
     print(f"buildkit differential: {count}, {len(failures)} unexplained differences")
     assert not failures, "\n".join(failures)

@@ -206,7 +206,7 @@ class BuildSession:
 
     def _build_stage(self, plan: Plan, stage: Stage) -> ImageState:
         platform = platforms.format(plan.target_platform)
-        name = stage.name or str(stage.index)
+        name = stage.name or f"stage-{stage.index}"
         state = self._start(plan, stage)
         triggers = list(state.run_config.get("OnBuild") or [])
         if triggers and stage.base.kind != "stage":
