@@ -70,3 +70,26 @@ def test_failing_run_names_platform_and_status(
     (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo boom && exit 3\n")
     with pytest.raises(StepError, match=r"linux/arm64.*status 3.*boom"):
         build_image(tmp_path, platforms_text="linux/arm64")
+
+
+def test_stage_on_the_build_platform_runs_once_for_all_targets(
+    tmp_path, tmp_store, registry_plain, busybox
+):
+    base = push_busybox_base(busybox, registry_plain.host, arches=ARCHES)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM --platform=$BUILDPLATFORM {base} AS gen\n"
+        "RUN cat /proc/sys/kernel/random/uuid > /stamp && uname -m > /built-on\n"
+        f"FROM {base}\n"
+        "COPY --from=gen /stamp /built-on /out/\n"
+    )
+
+    result, events = build_image(tmp_path, platforms_text="linux/amd64,linux/arm64")
+
+    gen_runs = [e for e in events if e.kind == "done" and e.stage == "gen"]
+    assert len(gen_runs) == 1
+    stamps = set()
+    for platform in ("linux/amd64", "linux/arm64"):
+        _, files = _files_of_last_layer(tmp_store, result.manifests[platform])
+        stamps.add(files["out/stamp"])
+        assert files["out/built-on"] == b"x86_64\n"
+    assert len(stamps) == 1
