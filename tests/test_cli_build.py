@@ -5,6 +5,7 @@ so the tests need no registry; skopeo reads what was written.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -97,3 +98,27 @@ def test_missing_source_file_is_one_line_error_with_status_1(context, tmp_path):
     assert ran.returncode == 1
     assert "missing.txt" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+def test_build_arg_without_value_comes_from_the_environment(context, tmp_path):
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nARG FLAVOUR\nLABEL flavour=$FLAVOUR\nCOPY hello.txt /\n"
+    )
+    env = {**os.environ, "FLAVOUR": "vanilla"}
+    out = tmp_path / "layout"
+    ran = _platforge(
+        "build",
+        str(context),
+        "--build-arg",
+        "FLAVOUR",
+        "-o",
+        str(out),
+        cwd=tmp_path,
+        env=env,
+    )
+    assert ran.returncode == 0, ran.stderr
+    index = json.loads((out / "index.json").read_text())
+    blobs = out / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+    assert config["config"]["Labels"] == {"flavour": "vanilla"}

@@ -9,6 +9,7 @@ progress goes to stderr, as plain lines or, on a terminal, coloured ones.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -63,6 +64,16 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
         if not sep or not key:
             raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint=flag)
         result[key] = rest
+    return result
+
+
+def _build_args(values: tuple[str, ...]) -> dict[str, str]:
+    """``KEY=VALUE``, or ``KEY`` alone to take the value from the environment."""
+    given = tuple(v for v in values if "=" in v)
+    result = _pairs(given, "--build-arg")
+    for name in (v for v in values if "=" not in v):
+        if name in os.environ:
+            result[name] = os.environ[name]
     return result
 
 
@@ -144,7 +155,12 @@ def _progress_printer(mode: str) -> Callable[[BuildEvent], None]:
     help="type=oci,dest=DIR | type=oci-tar,dest=FILE | type=docker,dest=FILE "
     "| type=registry.",
 )
-@click.option("--build-arg", "build_args", multiple=True, help="KEY=VALUE; repeatable.")
+@click.option(
+    "--build-arg",
+    "build_args",
+    multiple=True,
+    help="KEY=VALUE, or KEY to pass the environment's value; repeatable.",
+)
 @click.option("--target", help="Build this stage instead of the last one.")
 @click.option(
     "--build-context",
@@ -216,7 +232,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
         dockerfile=dockerfile,
         platforms=platforms.parse_list(platform_text) if platform_text else [],
         tags=list(tags),
-        build_args=_pairs(build_args, "--build-arg"),
+        build_args=_build_args(build_args),
         target=target,
         build_contexts=_pairs(build_contexts, "--build-context"),
         labels=_pairs(labels, "--label"),
