@@ -236,3 +236,81 @@ def push_tls(registry, repo):
             )
         client.put_manifest(repo, "t", image.top.data, image.top.media_type)
     return image.digest
+
+
+@pytest.fixture
+def origin_is(monkeypatch):
+    """Point repositories without a host at a loopback registry, not Docker Hub.
+
+    The mirror logic only applies to such repositories; this keeps every request of
+    these tests on loopback whatever the code under test does.
+    """
+    from platforge.concourse import remote as remote_module  # noqa: PLC0415
+    from platforge.registry.reference import Reference  # noqa: PLC0415
+    from platforge.registry.retry import RetryPolicy  # noqa: PLC0415
+
+    def use(registry):
+        def parse(text):
+            return Reference(registry.host, text, "latest")
+
+        monkeypatch.setattr(remote_module, "_parse_repository", parse)
+        # A dead mirror is retried like any registry; keep that short here.
+        fast = RetryPolicy(attempts=2, base=0.01, max_delay=0.05, max_total=0.1)
+        monkeypatch.setattr(remote_module, "RETRY_POLICY", fast)
+
+    return use
+
+
+@pytest.fixture
+def run_in_process(monkeypatch):
+    """Run a resource step in this process, undoing its logging set-up after."""
+    import logging  # noqa: PLC0415
+
+    from platforge.concourse import resource as entry  # noqa: PLC0415
+
+    for name in ("platforge", "platforge.registry.retry"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logger.level)
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+        monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+
+    def run(step, request, *args):
+        out = io.StringIO()
+        getattr(entry, f"run_{step}")(*args, io.StringIO(json.dumps(request)), out)
+        return json.loads(out.getvalue())
+
+    return run
+
+
+def test_mirror_is_asked_first_then_the_origin(
+    registry_plain, origin_is, run_in_process, tmp_path
+):
+    origin_is(registry_plain)
+    repo = f"concourse/mirrored-{uuid.uuid4().hex[:8]}"
+    digest = push(registry_plain, repo, single_image("origin"), ["t"])
+    dead = "127.0.0.1:9"  # discard port: nothing listens, the mirror fails fast
+    source = {"repository": repo, "tag": "t", "registry_mirror": {"host": dead}}
+    assert run_in_process("check", {"source": source}) == [
+        {"tag": "t", "digest": digest}
+    ]
+    version = {"tag": "t", "digest": digest}
+    got = run_in_process("in", {"source": source, "version": version}, tmp_path)
+    assert got["version"] == version
+    assert (tmp_path / "rootfs" / "seed.txt").read_text() == "origin"
+
+
+def test_a_mirror_that_has_the_image_serves_it(
+    registry_plain, registry_basic, origin_is, run_in_process
+):
+    # The origin (basic) has no such repository; only the mirror (plain) does.
+    origin_is(registry_basic)
+    repo = f"concourse/mirror-only-{uuid.uuid4().hex[:8]}"
+    digest = push(registry_plain, repo, single_image("mirror"), ["t"])
+    source = {
+        "repository": repo,
+        "tag": "t",
+        "registry_mirror": {"host": registry_plain.host},
+    }
+    assert run_in_process("check", {"source": source}) == [
+        {"tag": "t", "digest": digest}
+    ]

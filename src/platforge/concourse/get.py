@@ -19,7 +19,9 @@ and, unless ``skip_download`` is set, by ``format``:
   not an index) also the marker file ``oci/single-image-digest`` naming it, as the
   registry-image resource writes.
 
-The platform is ``params.platform``, else ``source.platform``, else the worker's own
+With a ``registry_mirror`` that applies, the mirror is tried first and the
+repository's own registry after it fails (as upstream). The platform is
+``params.platform``, else ``source.platform``, else the worker's own
 (this machine's), picked from an index with containerd's fallbacks. A version whose
 digest the repository no longer has fails the step, saying so.
 """
@@ -37,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
 from platforge.concourse.protocol import metadata
-from platforge.concourse.remote import open_remote
-from platforge.errors import ConcourseError, ContentError
+from platforge.concourse.remote import open_remote, uses_mirror
+from platforge.errors import ConcourseError, ContentError, PlatforgeError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Manifest
 
@@ -67,37 +69,49 @@ def _write_text(path: Path, text: str) -> None:
 
 def get(dest: Path, version: ResourceVersion, params: GetParams) -> dict[str, Any]:
     """Fetch ``version`` into ``dest``; return the answer ``{version, metadata}``."""
+    if uses_mirror(params.source) and not params.skip_download:
+        try:
+            with open_remote(params.source) as remote:
+                return _get_from(remote, dest, version, params)
+        except PlatforgeError as exc:
+            log.warning("fetching from the mirror failed, using the origin: %s", exc)
+    with open_remote(params.source, mirror=False) as remote:
+        return _get_from(remote, dest, version, params)
+
+
+def _get_from(
+    remote: Remote, dest: Path, version: ResourceVersion, params: GetParams
+) -> dict[str, Any]:
     source = params.source
     platform = params.platform or source.platform or platforms.host()
-    with open_remote(source) as remote:
-        if remote.client.head_manifest(remote.repository, version.digest) is None:
-            shown = f"{version.tag}@{version.digest}" if version.tag else version.digest
-            raise ConcourseError(
-                f"version {shown} no longer exists in {remote.name}; it was deleted "
-                "or the tag was overwritten and cleaned up, so run check again"
-            )
-        reference = remote.pinned(version.tag or None, version.digest)
+    if remote.client.head_manifest(remote.repository, version.digest) is None:
+        shown = f"{version.tag}@{version.digest}" if version.tag else version.digest
+        raise ConcourseError(
+            f"version {shown} no longer exists in {remote.name}; it was deleted "
+            "or the tag was overwritten and cleaned up, so run check again"
+        )
+    reference = remote.pinned(version.tag or None, version.digest)
 
-        dest.mkdir(parents=True, exist_ok=True)
-        _write_text(dest / "repository", source.repository)
-        _write_text(dest / "tag", version.tag)
-        _write_text(dest / "digest", version.digest)
-        pairs = [("repository", source.repository), ("tag", version.tag)]
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_text(dest / "repository", source.repository)
+    _write_text(dest / "tag", version.tag)
+    _write_text(dest / "digest", version.digest)
+    pairs = [("repository", source.repository), ("tag", version.tag)]
 
-        if not params.skip_download:
-            registries = remote.registries()
-            try:
-                if params.format == "rootfs":
-                    _get_rootfs(dest, remote, reference, registries, platform)
-                    pairs.append(("platform", str(platform)))
-                elif params.format == "oci":
-                    _get_oci_tar(dest, reference, registries, platform)
-                    _write_labels(dest, remote, reference, registries, platform)
-                    pairs.append(("platform", str(platform)))
-                else:
-                    _get_layout(dest, reference, registries)
-            finally:
-                registries.close()
+    if not params.skip_download:
+        registries = remote.registries()
+        try:
+            if params.format == "rootfs":
+                _get_rootfs(dest, remote, reference, registries, platform)
+                pairs.append(("platform", str(platform)))
+            elif params.format == "oci":
+                _get_oci_tar(dest, reference, registries, platform)
+                _write_labels(dest, remote, reference, registries, platform)
+                pairs.append(("platform", str(platform)))
+            else:
+                _get_layout(dest, reference, registries)
+        finally:
+            registries.close()
     return {"version": version.to_json(), "metadata": metadata(pairs)}
 
 

@@ -60,7 +60,7 @@ def put(src: Path, params: PutParams) -> dict[str, Any]:
     """Push the image ``params.image`` names under ``src``; return the answer."""
     image = _find_image(src, params.image)
     source = params.source
-    with open_remote(source, for_push=True) as remote:
+    with open_remote(source, mirror=False) as remote:
         tags = image_tags(src, params, remote)
         registries = remote.registries()
         try:

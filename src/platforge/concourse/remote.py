@@ -1,8 +1,10 @@
 """Where a ``source`` points: the registry, the repository and the credentials.
 
 ``source.repository`` follows docker's naming rules (``alpine`` is Docker Hub's
-``library/alpine``). A ``registry_mirror`` serves reads (check, get) of repositories
-written without a registry host; pushes always go to the repository's own registry.
+``library/alpine``). A ``registry_mirror`` is asked first by reads (check, get) of
+repositories written without a registry host; when it fails, or a check finds
+nothing there, the repository's own registry answers instead. Pushes always go to
+the repository's own registry.
 With ``aws_region`` set the repository lives on ECR: the registry host and a
 short-lived password come from boto3 (``pip install platforge[ecr]``), after assuming
 each of ``aws_role_arns`` in order.
@@ -22,14 +24,14 @@ from typing import TYPE_CHECKING, Any, Self
 from platforge.errors import ConcourseError
 from platforge.registry.auth import Credentials
 from platforge.registry.client import RegistryClient
-from platforge.registry.reference import DOCKER_HUB, Reference
+from platforge.registry.reference import Reference
 from platforge.registry.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from platforge.concourse.source import AwsConfig, Source
     from platforge.registry.copy import Registries
 
-__all__ = ["Remote", "announce_retries", "open_remote"]
+__all__ = ["Remote", "announce_retries", "open_remote", "uses_mirror"]
 
 log = logging.getLogger("platforge.concourse.remote")
 
@@ -138,8 +140,18 @@ def _ecr(aws: AwsConfig, reference: Reference) -> tuple[str, Credentials]:
     return host, Credentials(username=user, password=password)
 
 
-def open_remote(source: Source, *, for_push: bool = False) -> Remote:
-    """A registry client for ``source``'s repository (mirror for reads, ECR)."""
+def uses_mirror(source: Source) -> bool:
+    """Whether reads of ``source`` go to its ``registry_mirror`` first."""
+    return (
+        source.registry_mirror is not None
+        and source.aws is None
+        and not _has_registry_host(source.repository)
+    )
+
+
+def open_remote(source: Source, *, mirror: bool = True) -> Remote:
+    """A client for ``source``'s repository: its mirror when ``mirror`` and the
+    source has one that applies, else the repository's own registry (or ECR)."""
     reference = _parse_repository(source.repository)
     credentials = None
     if source.username is not None or source.password is not None:
@@ -148,20 +160,15 @@ def open_remote(source: Source, *, for_push: bool = False) -> Remote:
     if source.aws is not None:
         host, credentials = _ecr(source.aws, reference)
         reference = Reference(host, source.repository.strip("/"), reference.tag)
-    elif (
-        source.registry_mirror is not None
-        and not for_push
-        and not _has_registry_host(source.repository)
-    ):
-        mirror = source.registry_mirror
-        reference = Reference(mirror.host, reference.repository, reference.tag)
+    elif mirror and uses_mirror(source):
+        assert source.registry_mirror is not None  # noqa: S101 - uses_mirror says so
+        chosen = source.registry_mirror
+        reference = Reference(chosen.host, reference.repository, reference.tag)
         credentials = None
-        if mirror.username is not None or mirror.password is not None:
+        if chosen.username is not None or chosen.password is not None:
             credentials = Credentials(
-                username=mirror.username, password=mirror.password
+                username=chosen.username, password=chosen.password
             )
-    elif reference.registry == DOCKER_HUB:
-        log.debug("repository is on Docker Hub", extra={"repo": reference.name})
 
     client = RegistryClient(
         reference.registry,

@@ -18,7 +18,7 @@ from platforge.concourse.protocol import (
     version_from_json,
     write_answer,
 )
-from platforge.concourse.remote import announce_retries, open_remote
+from platforge.concourse.remote import announce_retries, open_remote, uses_mirror
 from platforge.concourse.source import (
     Source,
     described,
@@ -26,7 +26,7 @@ from platforge.concourse.source import (
     parse_put_params,
     parse_source,
 )
-from platforge.errors import PlatforgeError
+from platforge.errors import PlatforgeError, RegistryError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,8 +73,18 @@ def run_check(stdin: IO[str], stdout: IO[str]) -> None:
     try:
         request, source = _start(stdin)
         previous = version_from_json(request.get("version"), required=False)
-        with open_remote(source) as remote:
-            versions = check(source, previous, remote)
+        versions = []
+        if uses_mirror(source):
+            try:
+                with open_remote(source) as remote:
+                    versions = check(source, previous, remote)
+            except RegistryError as exc:
+                log.warning("checking the mirror failed, asking the origin: %s", exc)
+            if not versions:
+                log.info("the mirror has no versions; asking the origin registry")
+        if not versions:
+            with open_remote(source, mirror=False) as remote:
+                versions = check(source, previous, remote)
         write_answer([v.to_json() for v in versions], stdout)
     except PlatforgeError as exc:
         guarded(lambda: _secrets_of(request))(exc)
