@@ -64,6 +64,10 @@ __all__ = [
 
 log = logging.getLogger("platforge.build.output")
 
+# Outputs are meant to be read by other tools and users (skopeo, docker load);
+# temporary files start private, so they get the usual mode before the rename.
+_FILE_MODE = 0o644
+
 
 class Assembled:
     """The root descriptor of a build and one manifest descriptor per platform."""
@@ -191,6 +195,7 @@ def _write_file_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        Path(name).chmod(_FILE_MODE)
         Path(name).replace(path)
     except BaseException:
         Path(name).unlink(missing_ok=True)
@@ -218,6 +223,7 @@ def _atomic_output(dest: Path) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
+        Path(name).chmod(_FILE_MODE)
         Path(name).replace(dest)
     except BaseException:
         Path(name).unlink(missing_ok=True)

@@ -125,6 +125,8 @@ class Store:
 
     def commit(self, sink: BlobSink, digest: str) -> None:
         sink.file.flush()
+        # Blobs are public content: readable by every tool that opens the layout.
+        sink.path.chmod(0o644)
         sink.path.replace(self.blob_path(digest))
 
     # -- cache records ---------------------------------------------------------
@@ -165,6 +167,7 @@ class Store:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            Path(name).chmod(0o644)
             Path(name).replace(target)
         except BaseException:
             Path(name).unlink(missing_ok=True)
