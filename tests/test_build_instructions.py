@@ -206,3 +206,34 @@ def test_zstd_layers_and_source_date_epoch(tmp_path, tmp_store, base, skopeo):
     assert index["manifests"][0]["digest"] == digest
     raw = (out / "blobs" / "sha256" / digest[7:]).read_bytes()
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == digest
+
+
+def test_a_directory_context_can_be_the_base_of_a_stage(tmp_path, tmp_store):
+    rootdir = tmp_path / "rootdir"
+    (rootdir / "etc").mkdir(parents=True)
+    (rootdir / "etc" / "os-release").write_text("ID=handmade\n")
+    root, manifest, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        "FROM handmade\nCOPY extra.txt /extra.txt\n",
+        {"extra.txt": "extra"},
+        build_contexts={"handmade": str(rootdir)},
+    )
+    assert (root / "etc" / "os-release").read_text() == "ID=handmade\n"
+    assert (root / "extra.txt").read_text() == "extra"
+    assert len(manifest["layers"]) == 2
+    assert config["architecture"] == "amd64"
+
+
+@pytest.mark.privileged
+def test_run_bind_mount_from_another_stage(tmp_path, tmp_store, base):
+    root, _, _, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base} AS tools\nRUN echo from-tools > /tool-output\n"
+        f"FROM {base}\n"
+        "RUN --mount=type=bind,from=tools,source=/tool-output,target=/mnt/t "
+        "cat /mnt/t > /copied\n",
+    )
+    assert (root / "copied").read_text() == "from-tools\n"
+    assert not (root / "tool-output").exists()
