@@ -171,7 +171,7 @@ def test_mirror_serves_reads_of_hub_repositories_only():
     with open_remote(source) as remote:
         assert remote.reference.registry == "127.0.0.1:5999"
         assert remote.repository == "library/alpine"
-    with open_remote(source, for_push=True) as remote:
+    with open_remote(source, mirror=False) as remote:
         assert remote.reference.registry == "docker.io"
     explicit = parse_source(
         {
@@ -181,3 +181,34 @@ def test_mirror_serves_reads_of_hub_repositories_only():
     )
     with open_remote(explicit) as remote:
         assert remote.reference.registry == "127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    ("source", "params", "tags"),
+    [
+        ({"tag": "dev"}, {"version": "v1.2"}, ["dev", "1.2.0"]),
+        ({"variant": "alpine"}, {"version": "1.2.3-rc.1"}, ["1.2.3-rc.1-alpine"]),
+        ({}, {"version": "2", "tag_prefix": "app-"}, ["app-2.0.0"]),
+        ({}, {}, ["latest"]),
+        ({"tag": "x"}, {"additional_tags": "tags"}, ["x", "a", "b"]),
+    ],
+)
+def test_put_tags_follow_upstream(tmp_path, source, params, tags):
+    from platforge.concourse.put import image_tags  # noqa: PLC0415
+
+    (tmp_path / "tags").write_text("a\nb a\n")
+    parsed = parse_put_params(
+        {"image": "i", **params}, parse_source({"repository": "r", **source})
+    )
+    assert image_tags(tmp_path, parsed, None) == tags
+
+
+def test_put_refuses_a_version_that_is_not_semver(tmp_path):
+    from platforge.concourse.put import image_tags  # noqa: PLC0415
+
+    for bad in ("release-7", "1.2.3+build.5"):
+        parsed = parse_put_params(
+            {"image": "i", "version": bad}, parse_source({"repository": "r"})
+        )
+        with pytest.raises(ConcourseError, match=r"params\.version"):
+            image_tags(tmp_path, parsed, None)

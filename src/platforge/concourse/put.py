@@ -14,8 +14,9 @@ exactly one path. Every shape ``oci-build-task`` has written is accepted:
   ``blobs/sha256/…`` or ``<id>/layer.tar``, compressed or not) or an OCI archive (a
   tarred layout), including BuildKit's that are both at once.
 
-Tags, in this order: ``source.tag``; ``params.version`` (with ``tag_prefix`` and the
-``-variant`` suffix); with ``bump_aliases``, the aliases the version should move
+Tags, in this order: ``source.tag``; ``params.version`` written out in full
+(``v1.2`` is pushed as ``1.2.0``, as upstream), with ``tag_prefix`` and the
+``-variant`` suffix; with ``bump_aliases``, the aliases the version should move
 (``1.2``, ``1``, ``latest`` — see :func:`platforge.concourse.semver.alias_tags`);
 then each whitespace-separated tag in the ``additional_tags`` file (with
 ``tag_prefix``). With none of these, ``latest``. Blobs go first, then manifests, the
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from platforge.concourse.get import SINGLE_IMAGE_MARKER
 from platforge.concourse.protocol import metadata
 from platforge.concourse.remote import open_remote
-from platforge.concourse.semver import alias_tags
+from platforge.concourse.semver import Version, alias_tags, parse_version
 from platforge.errors import ConcourseError, LayoutError, ReferenceFormatError
 from platforge.oci import mediatypes as mt
 
@@ -100,14 +101,24 @@ def _version_tags(params: PutParams, remote: Remote | None) -> list[str]:
     prefix = params.tag_prefix or ""
     if not params.version:
         return []
-    version_tag = prefix + params.version
+    version = parse_version(params.version)
+    if version is None or "+" in params.version:
+        raise ConcourseError(
+            f"params.version {params.version!r} is not a semantic version usable as "
+            "a tag; write it like 1.2.3 or 1.2.3-rc.1"
+        )
+    # As upstream: the tag is the version written out in full (v1.2 -> 1.2.0).
+    canonical = str(
+        Version(version.major, version.minor, version.patch, version.prerelease)
+    )
+    version_tag = prefix + canonical
     if source.variant:
         version_tag += f"-{source.variant}"
     tags = [version_tag]
     if params.bump_aliases and remote is not None:
         existing = remote.client.list_tags(remote.repository)
         tags += alias_tags(
-            params.version,
+            canonical,
             [t.removeprefix(prefix) for t in existing if t.startswith(prefix)],
             variant=source.variant,
             pre_release_prefixes=source.pre_release_prefixes,
