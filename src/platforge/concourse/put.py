@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from platforge.concourse.remote import Remote
     from platforge.concourse.source import PutParams
+    from platforge.registry.copy import CopyResult, Registries
 
 __all__ = ["image_tags", "layout_from_tarball", "put"]
 
@@ -74,7 +75,9 @@ def put(src: Path, params: PutParams) -> dict[str, Any]:
     return {"version": {"tag": tags[0], "digest": digest}, "metadata": metadata(pairs)}
 
 
-def _push(layout_dir: Path, remote: Remote, tags: list[str], registries: Any) -> Any:
+def _push(
+    layout_dir: Path, remote: Remote, tags: list[str], registries: Registries
+) -> CopyResult:
     from platforge.registry.copy import push_layout  # noqa: PLC0415
 
     reference = remote.at_tag(tags[0])
