@@ -2,6 +2,7 @@
 
 import importlib.util
 import io
+import sys
 
 import pytest
 
@@ -212,3 +213,68 @@ def test_put_refuses_a_version_that_is_not_semver(tmp_path):
         )
         with pytest.raises(ConcourseError, match=r"params\.version"):
             image_tags(tmp_path, parsed, None)
+
+
+def test_ecr_credentials_come_from_boto3_after_assuming_each_role(monkeypatch):
+    """boto3 is replaced by a fake here: no real ECR can run on this machine."""
+    import base64  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    calls = []
+
+    class Client:
+        def __init__(self, service, session):
+            self.service, self.session = service, session
+
+        def assume_role(self, RoleArn, RoleSessionName):  # noqa: N803 - boto3's names
+            assert RoleSessionName
+            calls.append(("assume", RoleArn, self.session["aws_access_key_id"]))
+            number = len([c for c in calls if c[0] == "assume"])
+            return {
+                "Credentials": {
+                    "AccessKeyId": f"role-key-{number}",
+                    "SecretAccessKey": "role-secret",
+                    "SessionToken": "role-token",
+                }
+            }
+
+        def get_authorization_token(self, **kwargs):
+            calls.append(("token", kwargs, self.session["aws_access_key_id"]))
+            token = base64.b64encode(b"AWS:ecr-password").decode()
+            return {
+                "authorizationData": [
+                    {
+                        "authorizationToken": token,
+                        "proxyEndpoint": "https://127.0.0.1:5999",
+                    }
+                ]
+            }
+
+    class Session:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+        def client(self, service):
+            return Client(service, self.kwargs)
+
+    monkeypatch.setitem(sys.modules, "boto3", types.SimpleNamespace(Session=Session))
+    source = parse_source(
+        {
+            "repository": "team/app",
+            "aws_region": "eu-west-1",
+            "aws_access_key_id": "base-key",
+            "aws_secret_access_key": "base-secret",
+            "aws_role_arns": ["arn:one", "arn:two"],
+            "aws_account_id": "123456789012",
+        }
+    )
+    with open_remote(source) as remote:
+        assert remote.reference.registry == "127.0.0.1:5999"
+        assert remote.repository == "team/app"
+        assert remote.credentials.username == "AWS"
+        assert remote.credentials.password == "ecr-password"
+    assert calls == [
+        ("assume", "arn:one", "base-key"),
+        ("assume", "arn:two", "role-key-1"),
+        ("token", {"registryIds": ["123456789012"]}, "role-key-2"),
+    ]
