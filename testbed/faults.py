@@ -51,7 +51,11 @@ _CHUNK = 64 * 1024
 
 @dataclass
 class Fault:
-    """Answer the first ``times`` requests matching ``method`` and ``path``."""
+    """Answer ``times`` requests matching ``method`` and ``path``, after ``skip``.
+
+    ``skip`` lets the first matching requests through untouched, so a fault can
+    land in the middle of a sequence (the third PATCH of a chunked upload).
+    """
 
     path: str = ".*"  # regular expression searched in the request path
     method: str | None = None  # None: any method
@@ -62,7 +66,9 @@ class Fault:
     delay: float = 0.0  # seconds to wait before answering (or forwarding)
     drop: bool = False  # close the connection without any answer
     forward: bool = False  # after the delay, forward instead of answering
-    hits: int = 0
+    skip: int = 0
+    seen: int = 0  # matching requests so far, skipped ones included
+    hits: int = 0  # requests this fault answered
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -70,6 +76,14 @@ class Fault:
             and (self.method is None or self.method == method)
             and re.search(self.path, path) is not None
         )
+
+    def take(self) -> bool:
+        """Count one matching request; True when the fault applies to it."""
+        self.seen += 1
+        if self.seen <= self.skip:
+            return False
+        self.hits += 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -142,8 +156,7 @@ class FaultProxy:
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if fault.matches(method, path):
-                    fault.hits += 1
+                if fault.matches(method, path) and fault.take():
                     return fault
         return None
 

@@ -617,3 +617,10 @@ def test_busybox_runs_inside_a_chroot_thanks_to_the_f_flag(busybox, require_qemu
         check=True,
     )
     assert out.stdout.strip() == "aarch64"
+
+
+def test_a_fault_can_skip_the_first_matching_requests(registry_plain, fault_proxy):
+    proxy = fault_proxy(registry_plain, Fault(path="^/v2/$", status=502, skip=2))
+    with _client() as client:
+        statuses = [client.get(f"{proxy.url}/v2/").status_code for _ in range(4)]
+    assert statuses == [200, 200, 502, 200]
