@@ -52,6 +52,10 @@ __all__ = [
     "Testbed",
     "TestbedError",
     "default_state_file",
+    "free_port",
+    "listens_on",
+    "start_time",
+    "stop_pid",
 ]
 
 log = logging.getLogger("testbed")
@@ -59,7 +63,7 @@ log = logging.getLogger("testbed")
 NAMES = ("plain", "basic", "tls", "token")
 TOKEN_SERVICE = "platforge-testbed"
 TOKEN_ISSUER = "platforge-testbed-token-server"
-READY_TIMEOUT = 30.0  # generous: 8 sessions may share 2 loaded cores
+READY_TIMEOUT = 30.0  # generous: many test sessions may share a few busy cores
 STOP_TIMEOUT = 5.0
 _PORT_ATTEMPTS = 5
 _REPO = Path(__file__).resolve().parents[1]
