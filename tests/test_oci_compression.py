@@ -26,6 +26,7 @@ from platforge.oci.compression import (
     layer_media_type,
     open_reader,
     open_writer,
+    peek,
 )
 
 FIXTURES = (
@@ -305,6 +306,25 @@ def test_a_plain_tar_whose_first_name_looks_like_a_magic_number_is_plain():
         blob = out.getvalue()
         assert detect(blob[:PEEK_SIZE]) is Compression.NONE
         assert open_reader(Unpeekable(blob, step=100)).read() == blob
+
+
+def test_peek_tops_up_a_buffered_reader_that_peeks_short():
+    # A BufferedReader's peek returns what one raw read gave: here 100 bytes, too
+    # few to see the tar header, so the "BZh" name would pass for bzip2.
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("BZh91AY&SY-not-bzip2")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    blob = out.getvalue()
+    buffered = io.BufferedReader(Unpeekable(blob, step=100))
+    assert len(buffered.peek(PEEK_SIZE)) < PEEK_SIZE
+
+    prefix, stream = peek(buffered)
+
+    assert prefix == blob[:PEEK_SIZE]
+    assert detect(prefix) is Compression.NONE
+    assert stream.read() == blob
 
 
 def test_a_corrupt_tar_header_is_not_taken_for_a_tar():

@@ -521,8 +521,8 @@ def _import_docker_layer(
     if member is None:
         raise ArchiveError(f"{where}: layer {name} is not in the archive")
     member = _follow_links(member, members, where)
-    with _extract(tar, member, where) as stream:
-        prefix = stream.peek(compression.PEEK_SIZE)[: compression.PEEK_SIZE]  # type: ignore[attr-defined]
+    with _extract(tar, member, where) as member_stream:
+        prefix, stream = compression.peek(member_stream)
         codec = compression.detect(prefix)
         try:
             media_type = compression.layer_media_type(codec)

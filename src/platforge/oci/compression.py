@@ -75,6 +75,7 @@ __all__ = [
     "layer_media_type",
     "open_reader",
     "open_writer",
+    "peek",
 ]
 
 log = logging.getLogger("platforge.oci.compression")
@@ -372,11 +373,17 @@ class _ZstdReader(io.RawIOBase):
         return count
 
 
-def _peek(fileobj: IO[bytes]) -> tuple[bytes, IO[bytes]]:
-    """The first ``PEEK_SIZE`` bytes of ``fileobj`` and a stream that still has them."""
-    peek = getattr(fileobj, "peek", None)
-    if peek is not None:
-        prefix: bytes = peek(PEEK_SIZE)[:PEEK_SIZE]
+def peek(fileobj: IO[bytes]) -> tuple[bytes, IO[bytes]]:
+    """The first ``PEEK_SIZE`` bytes of ``fileobj`` and a stream that still has them.
+
+    Give the prefix to ``detect`` and read the blob from the returned stream: it is
+    ``fileobj`` itself when that could peek far enough, else a stream that replays
+    the prefix first. A buffered reader's ``peek`` may return fewer bytes than asked
+    (only what one raw read gave), so a short answer is topped up by reading.
+    """
+    peek_buffer = getattr(fileobj, "peek", None)
+    if peek_buffer is not None:
+        prefix: bytes = peek_buffer(PEEK_SIZE)[:PEEK_SIZE]
         if len(prefix) >= PEEK_SIZE or not prefix:
             return prefix, fileobj
     prefix = b""
@@ -397,7 +404,7 @@ def open_reader(fileobj: IO[bytes]) -> IO[bytes]:
     may have several members and zstd input several frames; all are read in turn.
     Closing the returned stream does not close ``fileobj``.
     """
-    prefix, stream = _peek(fileobj)
+    prefix, stream = peek(fileobj)
     compression = detect(prefix)
     log.debug("layer stream compression: %s", compression.value)
     inner: _ReadsInto
