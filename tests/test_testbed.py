@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from testbed import (
     PLATFORMS,
@@ -30,6 +31,7 @@ from testbed import (
     qemu_status,
 )
 from testbed import bed as bed_module
+from testbed.certs import libtrust_key_id, make_token_signer, x5c_entry
 from testbed.tools import ToolError
 
 pytestmark = pytest.mark.registry
@@ -624,3 +626,65 @@ def test_a_fault_can_skip_the_first_matching_requests(registry_plain, fault_prox
     with _client() as client:
         statuses = [client.get(f"{proxy.url}/v2/").status_code for _ in range(4)]
     assert statuses == [200, 200, 502, 200]
+
+
+def test_token_registry_refuses_a_token_signed_by_a_stranger(
+    testbed, registry_token, tmp_path
+):
+    stranger = make_token_signer(tmp_path)
+    cert_pem = stranger.cert_file.read_bytes()
+    now = int(time.time())
+    forged = jwt.encode(
+        {
+            "iss": "platforge-testbed-token-server",
+            "sub": testbed.username,
+            "aud": "platforge-testbed",
+            "exp": now + 300,
+            "nbf": now - 1,
+            "iat": now,
+            "jti": "forged",
+            "access": [],
+        },
+        stranger.key_file.read_bytes(),
+        algorithm="RS256",
+        headers={"kid": libtrust_key_id(cert_pem), "x5c": [x5c_entry(cert_pem)]},
+    )
+    with _client() as client:
+        refused = client.get(
+            f"{registry_token.url}/v2/", headers={"Authorization": f"Bearer {forged}"}
+        )
+    assert refused.status_code == 401
+
+
+def test_token_registry_accepts_our_key_by_its_libtrust_kid_alone(
+    testbed, registry_token
+):
+    # No x5c: distribution must find the key by the kid we compute.
+    signer_dir = testbed.workdir / "token-server"
+    cert_pem = (signer_dir / "token-cert.pem").read_bytes()
+    now = int(time.time())
+    claims = {
+        "iss": "platforge-testbed-token-server",
+        "sub": testbed.username,
+        "aud": "platforge-testbed",
+        "exp": now + 300,
+        "nbf": now - 1,
+        "iat": now,
+        "jti": "kid-only",
+        "access": [],
+    }
+    key = (signer_dir / "token-key.pem").read_bytes()
+    by_kid = jwt.encode(
+        claims, key, algorithm="RS256", headers={"kid": libtrust_key_id(cert_pem)}
+    )
+    wrong_kid = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "AAAA"})
+    with _client() as client:
+        accepted = client.get(
+            f"{registry_token.url}/v2/", headers={"Authorization": f"Bearer {by_kid}"}
+        )
+        refused = client.get(
+            f"{registry_token.url}/v2/",
+            headers={"Authorization": f"Bearer {wrong_kid}"},
+        )
+    assert accepted.status_code == 200
+    assert refused.status_code == 401
