@@ -11,6 +11,7 @@ import argparse
 import json
 import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -112,4 +113,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # `python -m testbed status | head` should end quietly, like any shell tool.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())
