@@ -120,6 +120,31 @@ def test_a_bad_dockerfile_gives_file_and_line_on_stderr_and_status_1(tmp_path):
     assert f"{bad}:3: COPY:" in result.stderr
 
 
+def test_an_unreadable_dockerfile_is_one_line_and_status_1():
+    # /proc/self/mem is a regular file that answers EIO to a read at offset 0.
+    result = subprocess.run(
+        [sys.executable, "-m", "platforge", "dockerfile", "plan", "/proc/self/mem"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("platforge: error: /proc/self/mem: cannot read")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_dockerfile_that_is_not_utf8_is_named_with_the_byte(tmp_path):
+    latin1 = tmp_path / "Dockerfile"
+    latin1.write_bytes(b"FROM scratch\nLABEL a=\xe9t\xe9\n")
+    result = run("dockerfile", "plan", str(latin1))
+    assert result.exit_code == 1
+    assert "not UTF-8 text (byte 21); save the Dockerfile as UTF-8" in str(
+        result.exception
+    )
+
+
 def test_plan_reads_stdin_and_rejects_a_bad_platform():
     ok = run("dockerfile", "plan", "-", "--platform", "linux/riscv64", stdin="FROM a\n")
     assert ok.exit_code == 0, ok.output

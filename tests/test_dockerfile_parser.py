@@ -15,6 +15,7 @@ from platforge.dockerfile.parser import (
     go_quote,
     parse,
     parse_heredoc_word,
+    read_dockerfile,
 )
 from platforge.errors import DockerfileError
 
@@ -274,3 +275,25 @@ def test_deeply_nested_substitutions_fail_as_a_dockerfile_error():
     text = "FROM a\nRUN " + "${A:-" * 5000 + "}" * 5000 + " <<EOF\nbody\nEOF\n"
     with pytest.raises(DockerfileError, match="unknown instruction 'body'"):
         parse(text)
+
+
+def test_read_dockerfile_decodes_utf8_whatever_the_locale(tmp_path):
+    path = tmp_path / "Dockerfile"
+    path.write_bytes("FROM scratch\nLABEL a=été\n".encode())
+    assert read_dockerfile(path) == "FROM scratch\nLABEL a=été\n"
+
+
+def test_read_dockerfile_refuses_latin1_with_the_file_and_the_byte(tmp_path):
+    path = tmp_path / "Dockerfile"
+    path.write_bytes(b"FROM scratch\nLABEL a=\xe9t\xe9\n")
+    with pytest.raises(
+        DockerfileError, match=r"Dockerfile: not UTF-8 text \(byte 21\)"
+    ):
+        read_dockerfile(path)
+
+
+def test_read_dockerfile_turns_an_os_error_into_a_dockerfile_error(tmp_path):
+    with pytest.raises(
+        DockerfileError, match=f"{tmp_path}: cannot read the Dockerfile"
+    ):
+        read_dockerfile(tmp_path)

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from platforge import platforms
 from platforge.dockerfile import parser, plan
-from platforge.errors import DockerfileError
 
 if TYPE_CHECKING:
     from platforge.dockerfile.plan import FromRef, MultiPlan, Stage, Step
@@ -221,18 +219,11 @@ def plan_command(
           --build-arg VERSION=1.2 --target app
     """
     if file == "-":
-        data = sys.stdin.buffer.read()
         filename = "<stdin>"
+        text = parser.decode(sys.stdin.buffer.read(), filename=filename)
     else:
-        data = Path(file).read_bytes()
         filename = file
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DockerfileError(
-            f"not UTF-8 text (byte {exc.start}); save the Dockerfile as UTF-8",
-            file=filename,
-        ) from None
+        text = parser.read_dockerfile(file)
 
     targets = [p for spec in platform_specs for p in platforms.parse_list(spec)]
     if not targets:

@@ -8,6 +8,8 @@ stage resolution happen later (``platforge.dockerfile.shell`` and ``.plan``).
 Public names::
 
     parse(text, *, filename="Dockerfile", strict=True) -> Dockerfile
+    read_dockerfile(path) -> str  the file's text; unreadable or non-UTF-8 is an error
+    decode(data, *, filename="Dockerfile") -> str   the same for bytes in hand
     Dockerfile(directives: dict[str, str], escape: str, instructions: list[Instruction],
                filename: str, warnings: list[str])
     Instruction(keyword, flags, args, json_form, heredocs, original, start_line,
@@ -54,6 +56,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from platforge.dockerfile.shell import Lexer, ShellExpansionError
@@ -66,10 +69,12 @@ __all__ = [
     "Dockerfile",
     "Heredoc",
     "Instruction",
+    "decode",
     "dump",
     "go_quote",
     "parse",
     "parse_heredoc_word",
+    "read_dockerfile",
 ]
 
 KEYWORDS = (
@@ -335,6 +340,30 @@ class _Reader:
             file=self.filename,
             line=start,
         )
+
+
+def decode(data: bytes, *, filename: str = "Dockerfile") -> str:
+    """Dockerfile bytes as text. A Dockerfile is UTF-8 whatever the locale says."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DockerfileError(
+            f"not UTF-8 text (byte {exc.start}); save the Dockerfile as UTF-8",
+            file=filename,
+        ) from None
+
+
+def read_dockerfile(path: str | Path) -> str:
+    """The text of the Dockerfile at ``path``, as ``decode`` reads it."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DockerfileError(
+            f"cannot read the Dockerfile: {exc.strerror or exc}; "
+            "check the path and its permissions",
+            file=str(path),
+        ) from None
+    return decode(data, filename=str(path))
 
 
 def parse(
