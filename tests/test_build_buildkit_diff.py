@@ -101,6 +101,10 @@ DOCKERFILES: dict[str, str] = {
     "user-run": HEAD + "USER app\nRUN id > /tmp/whoami\nWORKDIR /tmp/made-by-app\n",
     "arg-env-expansion": HEAD + "ARG V=1\nENV X=${V}-suffix Y=$V\nLABEL v=$X\n"
     "WORKDIR /w/$X\n",
+    "copy-through-links": HEAD + "RUN mkdir -p /usr/lib /run && ln -s usr/lib /lib "
+    "&& ln -s /run /var-run && ln -s /etc/passwd /pw-link\n"
+    "COPY data.txt /lib/data.txt\nCOPY app /var-run/app/\nWORKDIR /var-run/wd\n"
+    "COPY more.txt /pw-link\n",
     "env-in-run": HEAD + "ENV GREETING=hey\nRUN echo $GREETING $PATH > /env\n",
 }
 

@@ -368,7 +368,8 @@ class BuildSession:
             if user
             else None
         )
-        parts = path.strip("/").split("/")
+        # Create the directory where the image's links lead (/var/run -> /run).
+        parts = tree.real_path(path).strip("/").split("/")
         entries = []
         for i in range(1, len(parts) + 1):
             name = "/".join(parts[:i])

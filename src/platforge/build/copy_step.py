@@ -185,16 +185,12 @@ def plan_copy(
     words = list(step.args)
     if len(words) < 2 and not step.heredocs:
         raise BuildError(f"{keyword} needs a source and a destination")
-    workdir = str(state.run_config.get("WorkingDir") or "/")
-    dest = join_dest(workdir, words[-1])
+    link = "link" in step.flags
+    dest, dest_is_dir = _destination(words[-1], state, tree, link=link)
     heredoc_names = {f"<<{d.name}" for d in step.heredocs} | {
         f"<<-{d.name}" for d in step.heredocs
     }
     sources = [w for w in words[:-1] if w not in heredoc_names]
-    link = "link" in step.flags
-    dest_is_dir = (
-        tree is not None and not link and tree.is_dir(dest)
-    ) or dest.endswith("/")
     owner = _owner(step, tree, keyword)
     chmod = (
         parse_chmod(step.flags["chmod"], instruction=keyword)
@@ -250,6 +246,20 @@ def plan_copy(
         f"owner {owner_text} chmod {step.flags.get('chmod', '')} link {link}".encode()
     )
     return CopyPlan(items, archives, owner, chmod, link, key.hexdigest())
+
+
+def _destination(
+    word: str, state: ImageState, tree: ImageTree | None, *, link: bool
+) -> tuple[str, bool]:
+    """Where a COPY writes, relative to WORKDIR and through the image's links."""
+    workdir = str(state.run_config.get("WorkingDir") or "/")
+    dest = join_dest(workdir, word)
+    dest_is_dir = (
+        tree is not None and not link and tree.is_dir(dest)
+    ) or dest.endswith("/")
+    if tree is not None and not link:
+        dest = tree.real_path(dest)
+    return dest, dest_is_dir
 
 
 def _owner(step: Step, tree: ImageTree | None, keyword: str) -> Owner | None:

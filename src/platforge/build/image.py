@@ -225,6 +225,21 @@ class ImageTree:
                 current = [p for p in resolved.split("/") if p]
         return "/".join(current)
 
+    def real_path(self, path: str) -> str:
+        """``path`` with the image's symbolic links resolved, as an absolute path.
+
+        A COPY into ``/lib/x`` where ``/lib`` links to ``usr/lib`` must write
+        ``/usr/lib/x``: a layer entry for ``lib/x`` would replace the link by a
+        directory. A COPY onto a link to a file writes the file the link names
+        and keeps the link, as BuildKit does.
+        """
+        trailing = path.endswith("/")
+        resolved = self._resolve(path)
+        if resolved is None:  # a cycle of links: leave the path to the unpacker
+            return path
+        full = "/" + resolved
+        return full + "/" if trailing and full != "/" else full
+
     def is_dir(self, path: str) -> bool:
         resolved = self._resolve(path)
         if resolved is None:
