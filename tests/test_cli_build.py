@@ -122,3 +122,35 @@ def test_build_arg_without_value_comes_from_the_environment(context, tmp_path):
     manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
     config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
     assert config["config"]["Labels"] == {"flavour": "vanilla"}
+
+
+def test_two_platforms_give_a_layout_whose_one_entry_is_the_index(
+    context, tmp_path, skopeo
+):
+    out = tmp_path / "multi"
+    ran = _platforge(
+        "build",
+        str(context),
+        "--platform",
+        "linux/amd64,linux/arm64,linux/arm/v7",
+        "-t",
+        "127.0.0.1:5000/app:multi",
+        "-o",
+        f"type=oci,dest={out}",
+        "--progress",
+        "plain",
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "[linux/arm/v7]" in ran.stderr
+    index = json.loads((out / "index.json").read_text())
+    assert len(index["manifests"]) == 1
+    entry = index["manifests"][0]
+    assert entry["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "multi"
+    raw = json.loads(skopeo("inspect", "--raw", f"oci:{out}:multi").stdout)
+    platforms = [
+        (m["platform"]["architecture"], m["platform"].get("variant"))
+        for m in raw["manifests"]
+    ]
+    assert platforms == [("amd64", None), ("arm64", None), ("arm", "v7")]
