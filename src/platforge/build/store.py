@@ -15,6 +15,9 @@ files the store keeps platforge's own records in ``platforge/``:
 
 Writes are atomic: a blob goes to a temporary file in its final directory and is
 renamed to its digest once the bytes are known; a cache record likewise.
+
+Limitation: nothing is ever removed from the store; delete the directory (or a
+record under ``platforge/cache``) to reclaim space or forget cached steps.
 """
 
 from __future__ import annotations
