@@ -18,7 +18,7 @@ import functools
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -345,8 +345,8 @@ class _Entry:
 
     source: str
     descriptor: Descriptor
-    reference: Reference | None  # a registry source
-    layout: Path | None  # a layout source
+    reference: Reference | None = None  # a registry source
+    layout: Path | None = None  # a layout source
 
 
 def _config_platform(raw_config: bytes, where: str) -> Platform | None:
@@ -362,60 +362,76 @@ def _config_platform(raw_config: bytes, where: str) -> Platform | None:
     return config.platform
 
 
-def _registry_entries(source: str, registries: Registries) -> list[_Entry]:
-    reference = Reference.parse(source)
+def _entries(
+    source: _Entry,
+    document: Manifest | Index,
+    read_manifest: Callable[[Descriptor], Manifest],
+    read_config: Callable[[Manifest], bytes | None],
+) -> list[_Entry]:
+    """The index entries a ``--from`` value offers, each with its platform.
+
+    ``source`` is the entry of what the value names (``document``, an image or an
+    index); the result is that image, or the children of that index. A child that
+    names no platform gets the one its config says, as does a lone image; a config
+    too large to read marks an artifact (no platform).
+    """
+
+    def described(descriptor: Descriptor, manifest: Manifest) -> Descriptor:
+        raw_config = read_config(manifest)
+        if raw_config is None:
+            return _with_platform(descriptor, None)
+        return _with_platform(descriptor, _config_platform(raw_config, source.source))
+
+    if isinstance(document, Manifest):
+        return [replace(source, descriptor=described(source.descriptor, document))]
+    found = []
+    for child in document.manifests:
+        entry = _clean(child)
+        if child.platform is None and mt.is_manifest(child.media_type):
+            entry = described(child, read_manifest(child))
+        found.append(replace(source, descriptor=entry))
+    return found
+
+
+def _registry_entries(text: str, registries: Registries) -> list[_Entry]:
+    reference = Reference.parse(text)
     root, raw = fetch_manifest(reference, registries=registries)
     client = registries.client(reference.registry)
-    document = parse_manifest(raw, root.media_type)
 
-    def platform_of(manifest: Manifest) -> Platform | None:
+    def read_manifest(child: Descriptor) -> Manifest:
+        info = client.get_manifest(reference.repository, str(child.digest))
+        return Manifest.parse(info.raw, child.media_type)
+
+    def read_config(manifest: Manifest) -> bytes | None:
         if manifest.config.size > _MAX_CONFIG:
             return None
         with client.open_blob(reference.repository, str(manifest.config.digest)) as f:
-            data = f.read(_MAX_CONFIG + 1)
-        return _config_platform(data, source)
+            return f.read(_MAX_CONFIG + 1)
 
-    if isinstance(document, Index):
-        found = []
-        for child in document.manifests:
-            entry = child
-            if child.platform is None and mt.is_manifest(child.media_type):
-                info = client.get_manifest(reference.repository, str(child.digest))
-                child_doc = Manifest.parse(info.raw, child.media_type)
-                entry = _with_platform(child, platform_of(child_doc))
-            found.append(_Entry(source, _clean(entry), reference, None))
-        return found
-    return [
-        _Entry(
-            source,
-            _with_platform(root, platform_of(document)),
-            reference,
-            None,
-        )
-    ]
+    return _entries(
+        _Entry(text, root, reference=reference),
+        parse_manifest(raw, root.media_type),
+        read_manifest,
+        read_config,
+    )
 
 
-def _layout_entries(source: str) -> list[_Entry]:
-    layout = Layout.open(source)
+def _layout_entries(text: str) -> list[_Entry]:
+    layout = Layout.open(text)
     root, raw = layout_root(layout)
-    document = parse_manifest(raw, root.media_type)
 
-    def platform_of(manifest: Manifest) -> Platform | None:
-        return _config_platform(layout.read_blob(manifest.config.digest), source)
+    def read_manifest(child: Descriptor) -> Manifest:
+        return Manifest.parse(layout.read_blob(child.digest), child.media_type)
 
-    if isinstance(document, Index):
-        found = []
-        for child in document.manifests:
-            entry = child
-            if child.platform is None and mt.is_manifest(child.media_type):
-                child_doc = layout.read_manifest(child)
-                if isinstance(child_doc, Manifest):
-                    entry = _with_platform(child, platform_of(child_doc))
-            found.append(_Entry(source, _clean(entry), None, Path(source)))
-        return found
-    return [
-        _Entry(source, _with_platform(root, platform_of(document)), None, Path(source))
-    ]
+    def read_config(manifest: Manifest) -> bytes:
+        return layout.read_blob(manifest.config.digest)
+
+    return _entries(
+        _Entry(text, root, layout=Path(text)),
+        parse_manifest(raw, root.media_type),
+        read_manifest,
+        read_config,
+    )
 
 
 def _with_platform(descriptor: Descriptor, platform: Platform | None) -> Descriptor:
