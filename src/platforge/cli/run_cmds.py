@@ -14,13 +14,12 @@ index after them, the tag last; the index digest goes to stdout.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -59,18 +58,12 @@ __all__ = ["register"]
 _MAX_CONFIG = 4 << 20
 
 
-def _insecure_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    @click.option(
-        "--insecure",
-        is_flag=True,
-        help="Allow plain HTTP and unverified TLS (loopback registries always may "
-        "use plain HTTP).",
-    )
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return command(*args, **kwargs)
-
-    return wrapper
+_insecure_option = click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow plain HTTP and unverified TLS (loopback registries always may "
+    "use plain HTTP).",
+)
 
 
 def _registries(insecure: bool) -> Registries:
