@@ -112,6 +112,17 @@ def run_env(tmp_path: Path) -> dict[str, str]:
     return {"PLATFORGE_STORE": str(store), "PLATFORGE_ROOTFS": str(tmp_path / "fs")}
 
 
+@pytest.mark.parametrize("path", ["./no-such-layout", "/"])
+def test_a_path_that_is_no_layout_is_named_as_such(path, run_env):
+    done = platforge("run", path, "--", "true", env=run_env)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"platforge: error: {path} is not an OCI layout directory (it has no "
+        "oci-layout file); give a directory written by `platforge build` or "
+        "`platforge pull`, or an image reference\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def amd64_tree(busybox, tmp_path_factory) -> Path:
     return busybox_tree(tmp_path_factory.mktemp("amd64"), busybox["amd64"])

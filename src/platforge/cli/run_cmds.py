@@ -71,7 +71,17 @@ def _registries(insecure: bool) -> Registries:
 
 
 def _is_layout(text: str) -> bool:
-    return (Path(text) / "oci-layout").is_file()
+    """Whether ``text`` names an OCI layout directory rather than an image."""
+    if (Path(text) / "oci-layout").is_file():
+        return True
+    if text.startswith(("/", ".")):
+        # No image reference starts so: the user meant a directory.
+        raise LayoutError(
+            f"{text} is not an OCI layout directory (it has no oci-layout file); "
+            "give a directory written by `platforge build` or `platforge pull`, "
+            "or an image reference"
+        )
+    return False
 
 
 # --- run -----------------------------------------------------------------------
