@@ -1,6 +1,11 @@
 """``--chown`` names from the image's own account files, ``--chmod`` in both forms."""
 
+import stat
+import subprocess
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from platforge.build.chown import Owner, parse_chmod, resolve_owner
 from platforge.errors import BuildError
@@ -59,3 +64,32 @@ def test_chmod_octal_and_symbolic(spec, before, is_dir, after):
 def test_bad_chmod_is_an_error(spec):
     with pytest.raises(BuildError, match="--chmod"):
         parse_chmod(spec)
+
+
+_WHO = st.sampled_from(["", "u", "g", "o", "a", "ug", "go", "uo"])
+_OP = st.sampled_from(["+", "-", "="])
+_PERMS = st.text(alphabet="rwxXst", max_size=3)
+_CLAUSE = st.builds(lambda w, o, p: f"{w}{o}{p}", _WHO, _OP, _PERMS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    spec=st.lists(_CLAUSE, min_size=1, max_size=3).map(",".join),
+    before=st.integers(min_value=0, max_value=0o7777),
+    is_dir=st.booleans(),
+)
+def test_symbolic_chmod_agrees_with_coreutils_chmod(
+    tmp_path_factory, spec, before, is_dir
+):
+    """Our symbolic modes against the real chmod(1), with a umask of 0."""
+    target = tmp_path_factory.mktemp("chmod") / "t"
+    if is_dir:
+        target.mkdir()
+    else:
+        target.write_text("")
+    target.chmod(before)
+    subprocess.run(
+        ["sh", "-c", 'umask 0 && chmod -- "$0" "$1"', spec, str(target)], check=True
+    )
+    expected = stat.S_IMODE(target.stat().st_mode)
+    assert parse_chmod(spec).apply(before, is_dir=is_dir) == expected

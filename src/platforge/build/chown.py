@@ -134,7 +134,12 @@ class ModeSpec:
                 elif op == "-":
                     mode &= ~bits
                 else:
-                    mode = (mode & ~_bits_for(who, "rwxst", 0o111, is_dir=True)) | bits
+                    cleared = _bits_for(who, "rwxst", 0o111, is_dir=True)
+                    if is_dir and "s" not in perms:
+                        # chmod(1) keeps a directory's set-ID bits unless the
+                        # clause names them.
+                        cleared &= ~(stat.S_ISUID | stat.S_ISGID)
+                    mode = (mode & ~cleared) | bits
         return mode
 
 
