@@ -152,3 +152,23 @@ def test_emulation_install_prints_each_root_command_once(fake_binfmt):
     lines = done.stdout.splitlines()
     assert lines[0] == f"sudo mount -t binfmt_misc binfmt_misc {fake_binfmt}"
     assert len(lines) == 3, "one mount, then one register line per architecture"
+
+
+def test_emulation_status_takes_an_architecture_with_its_variant():
+    done = _cli("emulation", "status", "arm/v7")
+    assert done.returncode == 0, done.stderr
+    assert "qemu-arm" in done.stdout
+
+
+def test_a_bad_platform_is_quoted_as_the_user_wrote_it():
+    done = _cli("emulation", "status", "linux/")
+    assert done.returncode == 1
+    assert "platform 'linux/':" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_emulation_help_texts_show_examples():
+    for command in ([], ["status"], ["install"]):
+        done = _cli("emulation", *command, "--help")
+        assert done.returncode == 0, done.stderr
+        assert "platforge emulation " in done.stdout.split("Example")[1]

@@ -123,6 +123,12 @@ def test_a_path_that_is_no_layout_is_named_as_such(path, run_env):
     )
 
 
+def test_run_help_shows_examples():
+    done = platforge("run", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "platforge run --platform linux/arm64" in done.stdout
+
+
 @pytest.fixture(scope="module")
 def amd64_tree(busybox, tmp_path_factory) -> Path:
     return busybox_tree(tmp_path_factory.mktemp("amd64"), busybox["amd64"])

@@ -26,7 +26,7 @@ import click
 from platforge import platforms
 from platforge.build import emulation, rootfs, sandbox
 from platforge.build.store import default_store_path
-from platforge.errors import LayoutError, ManifestError, PlatforgeError, SandboxError
+from platforge.errors import EmulationError, LayoutError, ManifestError, SandboxError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import (
     ANNOTATION_REF_NAME,
@@ -251,27 +251,50 @@ _FROM_QEMU = {
 }
 
 
+def _has_emulator(architecture: str) -> bool:
+    try:
+        emulation.qemu_name(architecture)
+    except EmulationError:
+        return False
+    return True
+
+
 def _architecture(text: str) -> str:
-    """An OCI architecture from ``arm64``, ``aarch64`` or ``linux/arm64``."""
-    if "/" in text:
-        try:
-            return platforms.parse(text).architecture
-        except PlatforgeError:
-            return platforms.parse(f"linux/{text}").architecture
-    arch = _FROM_QEMU.get(text, text)
+    """An OCI architecture from ``arm64``, ``aarch64``, ``linux/arm64``, ``arm/v7``."""
+    if "/" not in text:
+        arch = _FROM_QEMU.get(text, text)
+    else:
+        arch = platforms.parse(text).architecture
+        if text.count("/") == 1 and not _has_emulator(arch):
+            # Two words that are not os/arch are an architecture and its variant.
+            arch = platforms.parse(f"linux/{text}").architecture
     emulation.qemu_name(arch)  # refuses unknown names with the list of known ones
     return arch
 
 
 @click.group("emulation")
 def emulation_group() -> None:
-    """Inspect and register QEMU emulators for foreign platforms."""
+    """Inspect and register QEMU emulators for foreign platforms.
+
+    \b
+    Examples:
+      platforge emulation status
+      platforge emulation install arm64 linux/s390x arm/v7
+    """
 
 
 @emulation_group.command("status")
 @click.argument("architectures", nargs=-1)
 def emulation_status(architectures: tuple[str, ...]) -> None:
-    """Show, per architecture, whether containers of it can run here."""
+    """Show, per architecture, whether containers of it can run here.
+
+    ARCHITECTURES are OCI or QEMU names or platforms (arm64, aarch64, linux/arm/v7);
+    none means every architecture QEMU knows.
+
+    \b
+    Example:
+      platforge emulation status arm64 riscv64
+    """
     from rich.console import Console  # noqa: PLC0415 - only this command draws
     from rich.table import Table  # noqa: PLC0415
 
@@ -326,6 +349,10 @@ def emulation_install(architectures: tuple[str, ...]) -> None:
 
     When this process may not register them, the commands to run as root are
     printed on stdout instead.
+
+    \b
+    Example:
+      platforge emulation install arm64 s390x
     """
     wanted = [_architecture(a) for a in architectures] or list(_DEFAULT_INSTALL)
     printed: set[str] = set()
