@@ -454,7 +454,13 @@ class BuildSession:
                     platform=platforms.format(stage.platform),
                 )
                 return cached
-            layer = write_copy(self.store, copy_plan, tree=tree, options=self.options)
+            layer = write_copy(
+                self.store,
+                copy_plan,
+                tree=tree,
+                options=self.options,
+                scratch=scratch,
+            )
         new = state.clone()
         new.add_layer(layer)
         flags = " ".join(f"--{k}={v}" if v else f"--{k}" for k, v in step.flags.items())

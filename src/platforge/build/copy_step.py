@@ -18,16 +18,18 @@ ADD adds three things to COPY:
 * for archives, ``--chown`` and ``--chmod`` apply to every extracted entry.
 
 Limitations: Git URLs (``ADD https://…/repo.git``) are not supported (use a named
-context); a file extracted from a local archive is held in memory while its
-layer entry is written, so ADD of archives is meant for archives of ordinary
-size; ``COPY --link`` layers are rebuilt, not rebased, when a lower layer changes.
+context); an archive's files are spooled to disk (the store's scratch space)
+before its layer is written; ``COPY --link`` layers are rebuilt, not rebased,
+when a lower layer changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tarfile
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -291,18 +293,28 @@ def _url_item(
 
 
 def _archive_entries(
-    archive: Path, target: str, owner: Owner | None, chmod: ModeSpec | None
+    archive: Path,
+    target: str,
+    owner: Owner | None,
+    chmod: ModeSpec | None,
+    scratch: Path,
 ) -> Iterator[Entry]:
-    """Entries of a tar archive placed under ``target`` (content read lazily)."""
+    """Entries of a tar archive placed under ``target``.
+
+    Each regular file's content is streamed into a file under ``scratch`` (the
+    layer writer reads it from there), so memory does not grow with the archive;
+    owners, modes and times come from the archive's headers.
+    """
     base = target.strip("/")
+    spool = Path(tempfile.mkdtemp(prefix="archive-", dir=scratch))
     with archive.open("rb") as raw:
         stream = codec.open_reader(raw)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
+            for number, member in enumerate(tar):
                 entry = entry_from_tarinfo(member)
-                path = f"{base}/{entry.path}" if base else entry.path
                 if entry.path == ".":
                     continue
+                path = f"{base}/{entry.path}" if base else entry.path
                 mode = entry.mode
                 if chmod is not None and member.type != tarfile.SYMTYPE:
                     mode = chmod.apply(mode, is_dir=member.isdir())
@@ -310,22 +322,25 @@ def _archive_entries(
                 linkname = entry.linkname
                 if member.islnk():
                     linkname = f"{base}/{linkname}" if base else linkname
-                content: bytes | None = None
+                source: Path | None = None
                 if member.isreg():
+                    source = spool / str(number)
                     extracted = tar.extractfile(member)
-                    content = extracted.read() if extracted is not None else b""
+                    with source.open("wb") as out:
+                        if extracted is not None:
+                            shutil.copyfileobj(extracted, out, 1 << 20)
                 yield Entry(
                     path=path,
                     type=entry.type,
                     mode=mode,
                     uid=uid,
                     gid=gid,
-                    size=len(content) if content is not None else 0,
+                    size=member.size if source is not None else 0,
                     mtime=entry.mtime,
                     linkname=linkname,
                     devmajor=entry.devmajor,
                     devminor=entry.devminor,
-                    source=content,
+                    source=source,
                 )
 
 
@@ -335,6 +350,7 @@ def write_copy(
     *,
     tree: ImageTree | None,
     options: LayerOptions,
+    scratch: Path,
 ) -> LayerRef:
     """Write the layer a :class:`CopyPlan` describes."""
     started = time.monotonic()
@@ -349,7 +365,7 @@ def write_copy(
     )
     seen = {entry.path for entry in entries}
     for archive, target in plan.archives:
-        for entry in _archive_entries(archive, target, plan.owner, plan.chmod):
+        for entry in _archive_entries(archive, target, plan.owner, plan.chmod, scratch):
             if entry.path not in seen:
                 seen.add(entry.path)
                 entries.append(entry)
