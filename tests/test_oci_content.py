@@ -303,6 +303,19 @@ DOCKER_CONFIG_JSON = {
 }
 
 
+def test_a_parsed_config_keeps_its_bytes_until_a_field_changes():
+    raw = json.dumps(DOCKER_CONFIG_JSON, indent=1).encode()
+    config = ImageConfig.parse(raw)
+    assert config.content() == raw
+    assert config.descriptor().digest == Digest.of(raw)
+
+    config.config.set_env("B", "2")
+
+    assert config.content() == config.to_bytes() != raw
+    assert "B=2" in json.loads(config.content())["config"]["Env"]
+    assert config.digest == config.descriptor().digest == Digest.of(config.to_bytes())
+
+
 def test_image_config_reads_docker_configs_and_keeps_unknown_fields():
     raw = json.dumps(DOCKER_CONFIG_JSON).encode()
     config = ImageConfig.parse(raw)

@@ -360,3 +360,15 @@ def test_oci_image_tool_validates_each_image(tmp_path):
         )
         assert out.returncode == 0, out.stdout + out.stderr
         assert "Validation succeeded" in out.stdout
+
+
+def test_write_config_stores_the_edits_made_to_a_parsed_config(tmp_path):
+    layout = Layout.create(tmp_path / "layout")
+    original = layout.write_config(ImageConfig.new(parse_platform("linux/amd64")))
+    config = layout.read_config(original)
+    config.diff_ids = [Digest.of(b"a layer")]
+
+    written = layout.write_config(config)
+
+    assert written.digest != original.digest
+    assert layout.read_config(written).diff_ids == [Digest.of(b"a layer")]

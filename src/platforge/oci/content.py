@@ -745,7 +745,8 @@ class ImageConfig:
 
     A typed view over the JSON object; every property reads or writes that object,
     and ``to_bytes()`` serialises it with platforge's fixed key order. ``raw`` is
-    the bytes it was parsed from (None when built here).
+    the bytes it was parsed from (None when built here); ``content()`` is what to
+    store.
     """
 
     def __init__(self, document: dict[str, Any], raw: bytes | None = None) -> None:
@@ -803,14 +804,24 @@ class ImageConfig:
             ]
         return canonical_json(document)
 
+    def content(self) -> bytes:
+        """The bytes to store: ``raw`` while the JSON is as parsed, else ``to_bytes()``.
+
+        A config read from elsewhere keeps its bytes, and so its digest, until a
+        field is changed; then it is written the way platforge writes configs.
+        """
+        if self.raw is not None and json.loads(self.raw) == self.json:
+            return self.raw
+        return self.to_bytes()
+
     def descriptor(self, media_type: str = mt.OCI_CONFIG) -> Descriptor:
-        """The descriptor of ``to_bytes()``, for a manifest's ``config``."""
-        return Descriptor.of(self.to_bytes(), media_type)
+        """The descriptor of ``content()``, for a manifest's ``config``."""
+        return Descriptor.of(self.content(), media_type)
 
     @property
     def digest(self) -> Digest:
-        """Digest of ``raw`` when parsed, otherwise of ``to_bytes()``."""
-        return Digest.of(self.raw if self.raw is not None else self.to_bytes())
+        """The digest of ``content()``."""
+        return Digest.of(self.content())
 
     @property
     def architecture(self) -> str:

@@ -219,9 +219,8 @@ class Layout:
     def write_config(
         self, config: ImageConfig, media_type: str = mt.OCI_CONFIG
     ) -> Descriptor:
-        """Store an image config (as ``to_bytes()`` gives it); return its descriptor."""
-        data = config.raw if config.raw is not None else config.to_bytes()
-        return self.write_blob(data, media_type=media_type)
+        """Store an image config (as ``content()`` gives it); return its descriptor."""
+        return self.write_blob(config.content(), media_type=media_type)
 
     def read_manifest(self, descriptor: Descriptor) -> Manifest | Index:
         """Read and parse the manifest or index ``descriptor`` points at."""
