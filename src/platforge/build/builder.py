@@ -454,15 +454,16 @@ class BuildSession:
                     platform=platforms.format(stage.platform),
                 )
                 return cached
-            layer = write_copy(
+            layer, entries = write_copy(
                 self.store,
                 copy_plan,
                 tree=tree,
                 options=self.options,
                 scratch=scratch,
             )
-        new = state.clone()
-        new.add_layer(layer)
+            new = state.clone()
+            new.add_layer(layer)
+            ImageTree.record(new.layers, tree, entries)
         flags = " ".join(f"--{k}={v}" if v else f"--{k}" for k, v in step.flags.items())
         words = " ".join(step.args)
         created_by = f"{step.keyword} {flags + ' ' if flags else ''}{words} # platforge"

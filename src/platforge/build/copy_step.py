@@ -351,8 +351,8 @@ def write_copy(
     tree: ImageTree | None,
     options: LayerOptions,
     scratch: Path,
-) -> LayerRef:
-    """Write the layer a :class:`CopyPlan` describes."""
+) -> tuple[LayerRef, list[Entry]]:
+    """Write the layer a :class:`CopyPlan` describes; return it and its entries."""
     started = time.monotonic()
     entries: list[Entry] = list(
         copy_entries(
@@ -371,4 +371,4 @@ def write_copy(
                 entries.append(entry)
     layer = write_entries(store, entries, options)
     log.debug("copy layer %s in %.3fs", layer.digest, time.monotonic() - started)
-    return layer
+    return layer, entries

@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
+from platforge.oci.layer import Entry, EntryType
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from platforge.build.store import Store
     from platforge.platforms import Platform
 
@@ -203,6 +206,23 @@ class ImageTree:
             cls._cache[key] = tree
         return tree
 
+    @classmethod
+    def record(
+        cls, layers: list[LayerRef], parent: ImageTree, entries: Iterable[Entry]
+    ) -> ImageTree:
+        """Remember the tree of ``layers`` = ``parent`` plus a layer just written.
+
+        A step that wrote the layer knows its entries; recording them spares a
+        later step from decompressing that layer only to read its headers.
+        """
+        nodes = parent.nodes()
+        for entry in entries:
+            nodes[entry.path] = _node_of(entry, nodes)
+        tree = cls(nodes)
+        with cls._lock:
+            cls._cache[tuple(layer.digest for layer in layers)] = tree
+        return tree
+
     def nodes(self) -> dict[str, _Node]:
         return dict(self._nodes)
 
@@ -266,6 +286,28 @@ class ImageTree:
         if node is None or node.data is None or node.kind != "file":
             return None
         return node.data.decode("utf-8", "replace")
+
+
+def _node_of(entry: Entry, nodes: dict[str, _Node]) -> _Node:
+    if entry.type is EntryType.DIRECTORY:
+        return _Node(
+            "dir", data=json.dumps([entry.mode, entry.uid, entry.gid]).encode()
+        )
+    if entry.type is EntryType.SYMLINK:
+        return _Node("symlink", link=entry.linkname)
+    if entry.type is EntryType.HARDLINK:
+        return nodes.get(entry.linkname) or _Node("file")
+    if entry.type is EntryType.FILE:
+        data = None
+        if entry.path in _SMALL_FILES:
+            source = entry.source
+            data = (
+                source
+                if isinstance(source, bytes)
+                else (source.read_bytes() if source is not None else b"")
+            )
+        return _Node("file", data=data)
+    return _Node("other")
 
 
 def _apply_layer(nodes: dict[str, _Node], store: Store, digest: str) -> None:
