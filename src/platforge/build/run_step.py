@@ -72,17 +72,19 @@ def _env(state: ImageState, step: Step) -> list[str]:
 
 
 def content_key(build: BuildSession, plan: Plan, stage: Stage, step: Step) -> str:
-    """What a RUN reads besides its parent: the content of its bind mounts."""
+    """What a RUN reads besides its parent: the content of its bind mounts
+    (from the context, a named context, another stage or an image)."""
     digest = hashlib.sha256()
     for text in step.flag_lists.get("mount", []):
         fields = _mount_fields(text)
-        if fields.get("type", "bind") != "bind" or "from" in fields:
+        if fields.get("type", "bind") != "bind":
             continue
         source = fields.get("source") or fields.get("src") or "."
         tree = build.context_tree()
+        if fields.get("from"):
+            tree = build.source_named(plan, stage, fields["from"])
         items = tree.select([source], "/mnt/", instruction="RUN --mount")
         digest.update(f"{text}\0{build.hasher.items_digest(items)}\n".encode())
-    del plan, stage
     return digest.hexdigest()
 
 
