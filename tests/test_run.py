@@ -19,7 +19,9 @@ import pytest
 
 from platforge import platforms
 from platforge.build import rootfs
+from platforge.errors import DigestMismatchError
 from platforge.oci.content import ImageConfig, Manifest
+from platforge.oci.digest import Digest
 from platforge.oci.layer import Entry, entries_from_directory, write_layer
 from platforge.oci.layout import Layout
 
@@ -308,3 +310,49 @@ def test_platform_picks_the_image_of_a_multi_platform_layout(
     missing = platforge("run", "--platform", "linux/ppc64le", str(image), env=run_env)
     assert missing.returncode == 1
     assert "has no manifest for platform linux/ppc64le" in missing.stderr
+
+
+def _swap_top_layer(layout: Layout, manifest: Manifest) -> None:
+    """Put another valid layer's bytes where the top layer's blob is."""
+    other = io.BytesIO()
+    write_layer([Entry.file("TAMPERED", b"yes\n", mode=0o644)], other)
+    blob = layout.blob_path(manifest.layers[-1].digest)
+    blob.chmod(0o644)
+    blob.write_bytes(other.getvalue())
+
+
+def test_run_refuses_a_layer_whose_bytes_do_not_match_its_digest(
+    amd64_tree, tmp_path, run_env
+):
+    manifest = build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    _swap_top_layer(Layout.open(tmp_path / "image"), manifest)
+    done = platforge("run", str(tmp_path / "image"), "--", "ls", "/", env=run_env)
+    assert done.returncode == 1
+    assert "TAMPERED" not in done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"platforge: error: {tmp_path / 'image'}: layer {manifest.layers[-1].digest}: "
+    )
+    assert lines[0].endswith("is not this blob")
+
+
+def test_a_layer_that_does_not_match_its_diff_id_is_never_cached(amd64_tree, tmp_path):
+    # The cache is keyed by diff ID and trusted by every image that lists it, so
+    # an image whose config lies about a layer must not fill that key.
+    manifest = build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    layout = Layout.open(tmp_path / "image")
+    config = layout.read_config(manifest.config)
+    base_id, _ = config.diff_ids
+    claimed = Digest.of(b"some other layer")
+    config.diff_ids = [base_id, claimed]
+    lying = Manifest.build(layout.write_config(config), manifest.layers)
+    cache = tmp_path / "cache"
+    with pytest.raises(
+        DigestMismatchError, match=f"uncompressed, {claimed}: content hashes to"
+    ):
+        rootfs.prepare(layout, lying, cache=cache)
+    assert sorted(p.name for p in (cache / "layers").iterdir()) == [
+        str(base_id).replace(":", "-")
+    ]
+    assert list((cache / "tmp").iterdir()) == []

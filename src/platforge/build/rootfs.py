@@ -14,8 +14,9 @@ The cache lives next to the local store, in ``$PLATFORGE_STORE/../rootfs`` (or
       tmp/                     unpacks in progress and upper directories of runs
 
 A layer is unpacked into a temporary directory under ``tmp/`` and renamed into
-``layers/`` when complete, so a crash or a concurrent unpack of the same layer never
-leaves a half-written directory under its final name.
+``layers/`` when complete, and only when both its blob digest and its diff ID check
+out, so a crash, a concurrent unpack of the same layer or a corrupt blob never
+leaves a directory under its final name.
 
 :func:`flatten` merges the layers into one ordinary directory for the sandbox modes
 that have no overlay mount.
@@ -33,16 +34,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from platforge.build.sandbox import apply_overlay_dir
 from platforge.errors import LayoutError
+from platforge.oci import compression
 from platforge.oci.content import ImageConfig, Manifest
+from platforge.oci.digest import HashingReader
 from platforge.oci.unpack import unpack_layers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from platforge.oci.content import Descriptor
     from platforge.oci.digest import Digest
     from platforge.oci.layout import Layout
 
@@ -77,19 +81,35 @@ def _key(diff_id: Digest | None, layer_digest: Digest) -> str:
     return f"{chosen.algorithm}-{chosen.encoded}"
 
 
-def _unpack_one(layout: Layout, layer_digest: Digest, target: Path, tmp: Path) -> None:
+def _unpack_one(
+    layout: Layout, layer: Descriptor, diff_id: Digest | None, target: Path, tmp: Path
+) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=tmp))
     try:
         # A layer rarely has an entry for "/"; the directory must not keep the
         # temporary directory's 0700, which would lock non-root users out.
         staging.chmod(0o755)
-        with layout.open_blob(layer_digest) as blob:
-            unpack_layers(
-                [blob],
-                staging,
-                privileged=os.geteuid() == 0,
-                whiteout_format="overlay",
-            )
+        with layout.open_blob(layer.digest) as blob:
+            # Both digests are checked as the bytes stream by: the blob's, and the
+            # diff ID the directory is cached under, which other images trust.
+            # (HashingReader offers the read() that the codecs and tarfile use.)
+            compressed = HashingReader(blob, layer.digest.algorithm)
+            with compression.open_reader(cast("IO[bytes]", compressed)) as tar:
+                uncompressed = HashingReader(
+                    tar, diff_id.algorithm if diff_id else "sha256"
+                )
+                unpack_layers(
+                    [cast("IO[bytes]", uncompressed)],
+                    staging,
+                    privileged=os.geteuid() == 0,
+                    whiteout_format="overlay",
+                )
+                uncompressed.drain()
+            compressed.drain()
+        where = f"{layout.path}: layer"
+        compressed.verify(layer.digest, layer.size, what=where)
+        if diff_id is not None:
+            uncompressed.verify(diff_id, what=f"{where} {layer.digest} uncompressed,")
         try:
             staging.rename(target)
         except OSError:
@@ -125,7 +145,7 @@ def layer_dirs(
                     f"{layout.path}; pull the image again"
                 )
             log.debug("unpacking layer %s", layer.digest)
-            _unpack_one(layout, layer.digest, target, tmp)
+            _unpack_one(layout, layer, diff_id, target, tmp)
         found.append(target)
     return found
 
