@@ -207,3 +207,30 @@ def test_tags_of_one_repository_merge_without_copying(registry_plain, skopeo, pu
     )
     assert done.returncode == 0, done.stderr
     assert children(skopeo, target) == {"linux/amd64": amd64, "linux/arm/v7": arm}
+
+
+def test_ca_file_lets_index_create_verify_a_tls_registry(
+    registry_tls, skopeo, tmp_path
+):
+    layout = tiny_layout(tmp_path / "tls-layout", "linux/amd64")
+    source = registry_tls.ref("tls/amd64", "v1")
+    skopeo(
+        "copy", "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{source}"
+    )
+    target = registry_tls.ref("tls/app", "v1")
+    unverified = platforge("index", "create", target, "--from", source)
+    assert unverified.returncode == 1
+    assert "certificate verify failed" in unverified.stderr
+
+    done = platforge(
+        "index",
+        "create",
+        target,
+        "--from",
+        source,
+        "--ca-file",
+        str(registry_tls.ca_file),
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("sha256:")

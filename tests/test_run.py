@@ -129,6 +129,7 @@ def test_run_help_shows_examples():
     done = platforge("run", "--help")
     assert done.returncode == 0, done.stderr
     assert "platforge run --platform linux/arm64" in done.stdout
+    assert "--ca-file" in done.stdout
 
 
 @pytest.fixture(scope="module")

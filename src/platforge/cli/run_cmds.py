@@ -64,10 +64,17 @@ _insecure_option = click.option(
     help="Allow plain HTTP and unverified TLS (loopback registries always may "
     "use plain HTTP).",
 )
+_ca_file_option = click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM file of extra CAs to trust for TLS.",
+)
 
 
-def _registries(insecure: bool) -> Registries:
-    return Registries(insecure=frozenset({"*"}) if insecure else frozenset())
+def _registries(*, insecure: bool, ca_file: str | None) -> Registries:
+    return Registries(
+        insecure=frozenset({"*"}) if insecure else frozenset(), ca_file=ca_file
+    )
 
 
 def _is_layout(text: str) -> bool:
@@ -173,6 +180,7 @@ def _argv(
 )
 @click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
 @_insecure_option
+@_ca_file_option
 @click.pass_context
 def run(  # noqa: PLR0917 - click passes each option as a parameter
     ctx: click.Context,
@@ -186,6 +194,7 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
     network: str,
     interactive: bool,
     insecure: bool,
+    ca_file: str | None,
 ) -> None:
     """Run IMAGE (a reference or an OCI layout directory) like `docker run --rm`.
 
@@ -202,7 +211,7 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
         root, raw = layout_root(layout)
         manifest = _pick(layout, root, raw, wanted)
     else:
-        with _registries(insecure) as registries:
+        with _registries(insecure=insecure, ca_file=ca_file) as registries:
             layout, manifest = _pull_into_store(
                 Reference.parse(image), wanted, registries
             )
@@ -562,12 +571,14 @@ def index_group() -> None:
     "--prefer", multiple=True, help="The --from source that wins a platform clash."
 )
 @_insecure_option
-def index_create(
+@_ca_file_option
+def index_create(  # noqa: PLR0917 - click passes each option as a parameter
     ref: str,
     sources: tuple[str, ...],
     annotation: tuple[str, ...],
     prefer: tuple[str, ...],
     insecure: bool,
+    ca_file: str | None,
 ) -> None:
     """Merge images into one index at REF and print its digest.
 
@@ -586,7 +597,7 @@ def index_create(
             raise click.UsageError(f"--annotation {item!r} is not K=V")
         annotations[key] = value
     target = Reference.parse(ref)
-    with _registries(insecure) as registries:
+    with _registries(insecure=insecure, ca_file=ca_file) as registries:
         entries: list[_Entry] = []
         for source in sources:
             if _is_layout(source):
