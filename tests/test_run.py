@@ -10,6 +10,7 @@ unregistering the kernel's real handlers would break every other user of the hos
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -357,3 +358,38 @@ def test_a_layer_that_does_not_match_its_diff_id_is_never_cached(amd64_tree, tmp
         str(base_id).replace(":", "-")
     ]
     assert list((cache / "tmp").iterdir()) == []
+
+
+def test_platform_must_match_an_image_that_is_a_lone_manifest(
+    amd64_tree, tmp_path, run_env
+):
+    build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    index_json = tmp_path / "image" / "index.json"
+    index = json.loads(index_json.read_text())
+    del index["manifests"][0]["platform"]  # nothing to choose from: the root only
+    index_json.write_text(json.dumps(index))
+    done = platforge(
+        "run",
+        "--platform",
+        "linux/arm64",
+        str(tmp_path / "image"),
+        "--",
+        "true",
+        env=run_env,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"platforge: error: image {tmp_path / 'image'} is for linux/amd64, not "
+        "linux/arm64; run it without --platform or give an image or index that "
+        "has the platform\n"
+    )
+    same = platforge(
+        "run",
+        "--platform",
+        "linux/amd64",
+        str(tmp_path / "image"),
+        "--",
+        "true",
+        env=run_env,
+    )
+    assert same.returncode == 0, same.stderr

@@ -26,7 +26,13 @@ import click
 from platforge import platforms
 from platforge.build import emulation, rootfs, sandbox
 from platforge.build.store import default_store_path
-from platforge.errors import EmulationError, LayoutError, ManifestError, SandboxError
+from platforge.errors import (
+    EmulationError,
+    LayoutError,
+    ManifestError,
+    PlatformError,
+    SandboxError,
+)
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import (
     ANNOTATION_REF_NAME,
@@ -219,6 +225,13 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
     cache = rootfs.default_cache_dir(default_store_path())
     config = layout.read_config(manifest.config)
     spec_platform = config.platform if config.architecture else wanted
+    if platform and not platforms.only(wanted).match(spec_platform):
+        # A lone manifest offers no choice; running it anyway would test the
+        # wrong machine while reporting success.
+        raise PlatformError(
+            f"image {image} is for {spec_platform}, not {wanted}; run it without "
+            "--platform or give an image or index that has the platform"
+        )
     if sandbox.capabilities().mode != "proot":
         # Say what is missing before unpacking anything.
         emulation.ensure(spec_platform)
