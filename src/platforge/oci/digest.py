@@ -132,8 +132,7 @@ class Hasher:
         self, expected: Digest, expected_size: int | None = None, *, what: str = "blob"
     ) -> None:
         """Raise ``DigestMismatchError`` unless the data seen matches."""
-        got = self.digest() if expected.algorithm == self.algorithm else None
-        if got is None:
+        if expected.algorithm != self.algorithm:
             raise DigestMismatchError(
                 f"{what} {expected}: hashed with {self.algorithm}, cannot verify "
                 f"{expected.algorithm}; hash with the digest's own algorithm"
@@ -143,6 +142,7 @@ class Hasher:
                 f"{what} {expected}: size is {self.size} bytes, expected "
                 f"{expected_size}; the content is truncated or is not this blob"
             )
+        got = self.digest()
         if got != expected:
             raise DigestMismatchError(
                 f"{what} {expected}: content hashes to {got}; the content is "
@@ -150,15 +150,10 @@ class Hasher:
             )
 
 
-class HashingReader:
-    """Reads from ``fileobj`` and digests every byte handed out.
+class _Hashing:
+    """What both hashing wrappers offer: the size and digest of what passed."""
 
-    Iterating yields 1 MiB chunks, so the reader can be given as the body of an
-    HTTP upload.
-    """
-
-    def __init__(self, fileobj: Readable, algorithm: str = "sha256") -> None:
-        self._fileobj = fileobj
+    def __init__(self, algorithm: str) -> None:
         self._hasher = Hasher(algorithm)
 
     @property
@@ -171,7 +166,20 @@ class HashingReader:
     def verify(
         self, expected: Digest, expected_size: int | None = None, *, what: str = "blob"
     ) -> None:
+        """Raise ``DigestMismatchError`` unless what passed matches."""
         self._hasher.verify(expected, expected_size, what=what)
+
+
+class HashingReader(_Hashing):
+    """Reads from ``fileobj`` and digests every byte handed out.
+
+    Iterating yields 1 MiB chunks, so the reader can be given as the body of an
+    HTTP upload.
+    """
+
+    def __init__(self, fileobj: Readable, algorithm: str = "sha256") -> None:
+        super().__init__(algorithm)
+        self._fileobj = fileobj
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._fileobj.read(size)
@@ -191,24 +199,12 @@ class HashingReader:
             pass
 
 
-class HashingWriter:
+class HashingWriter(_Hashing):
     """Writes to ``fileobj`` and digests every byte written."""
 
     def __init__(self, fileobj: Writable, algorithm: str = "sha256") -> None:
+        super().__init__(algorithm)
         self._fileobj = fileobj
-        self._hasher = Hasher(algorithm)
-
-    @property
-    def size(self) -> int:
-        return self._hasher.size
-
-    def digest(self) -> Digest:
-        return self._hasher.digest()
-
-    def verify(
-        self, expected: Digest, expected_size: int | None = None, *, what: str = "blob"
-    ) -> None:
-        self._hasher.verify(expected, expected_size, what=what)
 
     def write(self, data: bytes, /) -> int:
         self._fileobj.write(data)
