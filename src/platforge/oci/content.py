@@ -286,8 +286,41 @@ def _document_kind(
     return kind
 
 
+class _Document:
+    """What manifests and indexes share: exact bytes, and a digest and size of them."""
+
+    raw: bytes
+    digest: Digest
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "digest", Digest.of(self.raw))
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+def _serialise(
+    media_type: str,
+    artifact_type: str | None,
+    body: Mapping[str, Any],
+    subject: Descriptor | None,
+    annotations: Mapping[str, str] | None,
+) -> bytes:
+    """A manifest or index the one way platforge writes them (the spec's key order)."""
+    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type}
+    if artifact_type:
+        document["artifactType"] = artifact_type
+    document.update(body)
+    if subject is not None:
+        document["subject"] = subject.to_json()
+    if annotations:
+        document["annotations"] = dict(annotations)
+    return canonical_json(document)
+
+
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(_Document):
     """An image manifest (OCI, or Docker v2 schema 2): config plus layers."""
 
     raw: bytes = field(repr=False)
@@ -300,15 +333,8 @@ class Manifest:
     json: Mapping[str, Any] = field(default_factory=dict, repr=False)
     digest: Digest = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "digest", Digest.of(self.raw))
-
     def __hash__(self) -> int:
         return hash(self.digest)
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
 
     def descriptor(
         self,
@@ -371,20 +397,16 @@ class Manifest:
                 "a Docker v2 schema 2 manifest has no subject or artifactType; "
                 "build an OCI manifest instead"
             )
-        document: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type}
-        if artifact_type:
-            document["artifactType"] = artifact_type
-        document["config"] = config.to_json()
-        document["layers"] = [layer.to_json() for layer in layers]
-        if subject is not None:
-            document["subject"] = subject.to_json()
-        if annotations:
-            document["annotations"] = dict(annotations)
-        return cls.parse(canonical_json(document), media_type)
+        body = {
+            "config": config.to_json(),
+            "layers": [layer.to_json() for layer in layers],
+        }
+        raw = _serialise(media_type, artifact_type, body, subject, annotations)
+        return cls.parse(raw, media_type)
 
 
 @dataclass(frozen=True)
-class Index:
+class Index(_Document):
     """An image index (OCI) or manifest list (Docker): manifests by platform."""
 
     raw: bytes = field(repr=False)
@@ -396,15 +418,8 @@ class Index:
     json: Mapping[str, Any] = field(default_factory=dict, repr=False)
     digest: Digest = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "digest", Digest.of(self.raw))
-
     def __hash__(self) -> int:
         return hash(self.digest)
-
-    @property
-    def size(self) -> int:
-        return len(self.raw)
 
     def descriptor(self, annotations: Mapping[str, str] | None = None) -> Descriptor:
         return Descriptor(
@@ -464,15 +479,9 @@ class Index:
         """Serialise an index the one way platforge writes indexes."""
         if not mt.is_index(media_type):
             raise ManifestError(f"cannot build an index of media type {media_type!r}")
-        document: dict[str, Any] = {"schemaVersion": 2, "mediaType": media_type}
-        if artifact_type:
-            document["artifactType"] = artifact_type
-        document["manifests"] = [d.to_json() for d in manifests]
-        if subject is not None:
-            document["subject"] = subject.to_json()
-        if annotations:
-            document["annotations"] = dict(annotations)
-        return cls.parse(canonical_json(document), media_type)
+        body = {"manifests": [d.to_json() for d in manifests]}
+        raw = _serialise(media_type, artifact_type, body, subject, annotations)
+        return cls.parse(raw, media_type)
 
 
 def parse_manifest(raw: bytes, media_type: str | None = None) -> Manifest | Index:
