@@ -463,7 +463,7 @@ class BuildSession:
             )
             new = state.clone()
             new.add_layer(layer)
-            ImageTree.record(new.layers, tree, entries)
+            ImageTree.record(self.store, new.layers, tree, entries)
         flags = " ".join(f"--{k}={v}" if v else f"--{k}" for k, v in step.flags.items())
         words = " ".join(step.args)
         created_by = f"{step.keyword} {flags + ' ' if flags else ''}{words} # platforge"

@@ -16,12 +16,16 @@ unpacking it — does this path exist as a directory, and what does this small f
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
+import os
 import tarfile
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
@@ -200,7 +204,7 @@ class ImageTree:
         parent = cls.of(store, layers[:-1]) if layers else None
         nodes = parent.nodes() if parent is not None else {}
         if layers:
-            _apply_layer(nodes, store, layers[-1].digest)
+            _apply_ops(nodes, _layer_ops(store, layers[-1].digest))
         tree = cls(nodes)
         with cls._lock:
             cls._cache[key] = tree
@@ -208,16 +212,22 @@ class ImageTree:
 
     @classmethod
     def record(
-        cls, layers: list[LayerRef], parent: ImageTree, entries: Iterable[Entry]
+        cls,
+        store: Store,
+        layers: list[LayerRef],
+        parent: ImageTree,
+        entries: Iterable[Entry],
     ) -> ImageTree:
         """Remember the tree of ``layers`` = ``parent`` plus a layer just written.
 
-        A step that wrote the layer knows its entries; recording them spares a
-        later step from decompressing that layer only to read its headers.
+        A step that wrote the layer knows its entries; recording them (in memory
+        and in the store) spares every later step, in this build or the next,
+        from decompressing that layer only to read its headers.
         """
+        ops = [_op_of(entry) for entry in entries]
+        _save_ops(store, layers[-1].digest, ops)
         nodes = parent.nodes()
-        for entry in entries:
-            nodes[entry.path] = _node_of(entry, nodes)
+        _apply_ops(nodes, ops)
         tree = cls(nodes)
         with cls._lock:
             cls._cache[tuple(layer.digest for layer in layers)] = tree
@@ -288,36 +298,112 @@ class ImageTree:
         return node.data.decode("utf-8", "replace")
 
 
-def _node_of(entry: Entry, nodes: dict[str, _Node]) -> _Node:
+# A layer's effect on the tree, as plain JSON-able rows, kept per layer in the
+# store (platforge/trees/<hex>.json): [name, kind, link, data] where kind is
+# dir (data "mode uid gid"), file (data: base64 of a small file, or ""),
+# symlink, hardlink (link: the layer path it names), other, or wh (a whiteout
+# or opaque marker, name as written in the layer).
+_Op = list[str]
+
+
+def _op_of(entry: Entry) -> _Op:
     if entry.type is EntryType.DIRECTORY:
-        return _Node(
-            "dir", data=json.dumps([entry.mode, entry.uid, entry.gid]).encode()
-        )
+        return [entry.path, "dir", "", f"{entry.mode} {entry.uid} {entry.gid}"]
     if entry.type is EntryType.SYMLINK:
-        return _Node("symlink", link=entry.linkname)
+        return [entry.path, "symlink", entry.linkname, ""]
     if entry.type is EntryType.HARDLINK:
-        return nodes.get(entry.linkname) or _Node("file")
+        return [entry.path, "hardlink", entry.linkname, ""]
     if entry.type is EntryType.FILE:
-        data = None
+        if entry.path.rpartition("/")[2].startswith(".wh."):
+            return [entry.path, "wh", "", ""]
+        data = ""
         if entry.path in _SMALL_FILES:
             source = entry.source
-            data = (
+            raw = (
                 source
                 if isinstance(source, bytes)
                 else (source.read_bytes() if source is not None else b"")
             )
-        return _Node("file", data=data)
-    return _Node("other")
+            data = base64.b64encode(raw).decode()
+        return [entry.path, "file", "", data]
+    return [entry.path, "other", "", ""]
 
 
-def _apply_layer(nodes: dict[str, _Node], store: Store, digest: str) -> None:
+def _ops_path(store: Store, digest: str) -> Path:
+    return store.own / "trees" / f"{digest.partition(':')[2]}.json"
+
+
+def _save_ops(store: Store, digest: str, ops: list[_Op]) -> None:
+    path = _ops_path(store, digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(ops, fh, separators=(",", ":"))
+        Path(name).replace(path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _layer_ops(store: Store, digest: str) -> list[_Op]:
+    path = _ops_path(store, digest)
+    try:
+        ops: list[_Op] = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        ops = _ops_from_tar(store, digest)
+        _save_ops(store, digest, ops)
+    return ops
+
+
+def _ops_from_tar(store: Store, digest: str) -> list[_Op]:
     from platforge.oci import compression  # noqa: PLC0415 - heavy codecs, lazily
 
+    ops: list[_Op] = []
     with store.open_blob(digest) as raw:
         stream = compression.open_reader(raw)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                _apply_member(nodes, tar, member, _clean(member.name))
+                name = _clean(member.name)
+                if not name:
+                    continue
+                if name.rpartition("/")[2].startswith(".wh."):
+                    ops.append([name, "wh", "", ""])
+                elif member.isdir():
+                    mode = f"{member.mode} {member.uid} {member.gid}"
+                    ops.append([name, "dir", "", mode])
+                elif member.issym():
+                    ops.append([name, "symlink", member.linkname, ""])
+                elif member.islnk():
+                    ops.append([name, "hardlink", _clean(member.linkname), ""])
+                elif member.isfile():
+                    data = ""
+                    if name in _SMALL_FILES:
+                        extracted = tar.extractfile(member)
+                        content = extracted.read() if extracted is not None else b""
+                        data = base64.b64encode(content).decode()
+                    ops.append([name, "file", "", data])
+                else:
+                    ops.append([name, "other", "", ""])
+    return ops
+
+
+def _apply_ops(nodes: dict[str, _Node], ops: list[_Op]) -> None:
+    for name, kind, link, data in ops:
+        if kind == "wh":
+            parent, _, base = name.rpartition("/")
+            _whiteout(nodes, parent, base)
+        elif kind == "dir":
+            mode, uid, gid = (int(x) for x in data.split())
+            nodes[name] = _Node("dir", data=json.dumps([mode, uid, gid]).encode())
+        elif kind == "symlink":
+            nodes[name] = _Node("symlink", link=link)
+        elif kind == "hardlink":
+            nodes[name] = nodes.get(link) or _Node("file")
+        elif kind == "file":
+            nodes[name] = _Node("file", data=base64.b64decode(data) if data else None)
+        else:
+            nodes[name] = _Node("other")
 
 
 def _clean(name: str) -> str:
@@ -334,30 +420,3 @@ def _whiteout(nodes: dict[str, _Node], parent: str, base: str) -> None:
     prefix = victim + "/" if victim else ""
     for key in [k for k in nodes if k.startswith(prefix) or (k == victim and not keep)]:
         del nodes[key]
-
-
-def _apply_member(
-    nodes: dict[str, _Node], tar: tarfile.TarFile, member: tarfile.TarInfo, name: str
-) -> None:
-    parent, _, base = name.rpartition("/")
-    if base.startswith(".wh."):
-        _whiteout(nodes, parent, base)
-        return
-    if not name:
-        return
-    if member.isdir():
-        info = json.dumps([member.mode, member.uid, member.gid]).encode()
-        nodes[name] = _Node("dir", data=info)
-    elif member.issym():
-        nodes[name] = _Node("symlink", link=member.linkname)
-    elif member.isfile():
-        data = None
-        if name in _SMALL_FILES:
-            extracted = tar.extractfile(member)
-            data = extracted.read() if extracted is not None else b""
-        nodes[name] = _Node("file", data=data)
-    elif member.islnk():
-        target = nodes.get(_clean(member.linkname))
-        nodes[name] = target or _Node("file")
-    else:
-        nodes[name] = _Node("other")

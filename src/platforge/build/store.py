@@ -10,6 +10,9 @@ files the store keeps platforge's own records in ``platforge/``:
   descriptors). The layers live in the layout; a record whose layers are gone
   is ignored.
 * ``platforge/file-hashes.json`` — content hashes of context files by stat data.
+* ``platforge/trees/<hex>.json`` — the paths a layer holds (from its headers), so
+  COPY and WORKDIR can ask "is this a directory, where does this link lead"
+  without decompressing layers again.
 * ``platforge/tmp/`` — scratch space for RUN upper directories and unpacked
   ``COPY --from`` sources, removed as each step ends.
 
