@@ -78,6 +78,8 @@ class CopyItem:
     mtime: int
     size: int = 0
     link: str = ""
+    # (size, mtime in ns, inode) from the walk: lets the hasher skip a stat.
+    stamp: tuple[int, int, int] | None = None
 
 
 def has_wildcard(word: str) -> bool:
@@ -294,7 +296,12 @@ def _excluded(relpath: str, excludes: Sequence[str]) -> bool:
 
 
 def _posix_join(base: str, rel: str) -> str:
-    return str(PurePosixPath(base, rel)) if rel else base
+    # Plain string work: this runs once per copied file (100,000s of them).
+    if not rel:
+        return base
+    if rel.startswith("/"):
+        return rel
+    return f"{base.rstrip('/')}/{rel}" if base != "/" else f"/{rel}"
 
 
 def _item(dest: str, path: Path, st: os.stat_result) -> CopyItem:
@@ -318,6 +325,7 @@ def _item(dest: str, path: Path, st: os.stat_result) -> CopyItem:
         mtime=int(st.st_mtime),
         size=st.st_size if kind == "file" else 0,
         link=link,
+        stamp=(st.st_size, st.st_mtime_ns, st.st_ino),
     )
 
 
@@ -343,14 +351,19 @@ class FileHasher:
             except (OSError, ValueError):
                 self._known = {}
 
-    def file_digest(self, path: Path) -> str:
-        st = path.stat()
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    def file_digest(
+        self, path: Path, identity: tuple[int, int, int] | None = None
+    ) -> str:
+        """The sha256 of ``path``; ``identity`` is its (size, mtime ns, inode)."""
+        if identity is None:
+            st = path.stat()
+            identity = (st.st_size, st.st_mtime_ns, st.st_ino)
+        stamp: list[object] = list(identity)
         key = str(path)
         with self._lock:
-            known = self._known.get(key)
-        if known is not None and known[:3] == stamp:
-            return str(known[3])
+            remembered = self._known.get(key)
+        if remembered is not None and remembered[:3] == stamp:
+            return str(remembered[3])
         digest = hashlib.sha256()
         with path.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
@@ -366,7 +379,7 @@ class FileHasher:
         digest = hashlib.sha256()
         for item in items:
             content = (
-                self.file_digest(item.source)
+                self.file_digest(item.source, item.stamp)
                 if item.kind == "file" and item.source is not None
                 else ""
             )
