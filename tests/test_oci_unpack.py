@@ -264,7 +264,11 @@ def test_a_corrupt_layer_is_reported_with_its_number_and_name(tmp_path):
 
 def test_unknown_whiteout_format_is_refused(tmp_path):
     with pytest.raises(UnpackError, match="unknown whiteout format"):
-        unpack_layers([], tmp_path / "t", whiteout_format="aufs")  # type: ignore[arg-type]
+        unpack_layers(
+            [],
+            tmp_path / "t",
+            whiteout_format="aufs",  # type: ignore[arg-type]  # refused on purpose
+        )
 
 
 # --- overlay format -------------------------------------------------------------------

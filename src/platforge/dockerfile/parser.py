@@ -428,7 +428,9 @@ def _split_command(line: str) -> tuple[str, list[tuple[str, str | None]], str]:
     return parts[0], pairs, rest.strip()
 
 
-def _extract_flags(line: str) -> tuple[str, list[str]]:  # noqa: C901, PLR0912, PLR0915 - a character state machine
+def _extract_flags(  # noqa: C901, PLR0912, PLR0915 - a character state machine
+    line: str,
+) -> tuple[str, list[str]]:
     """Take the leading ``--flag`` words off ``line``; quotes group, ``\\`` escapes."""
     words: list[str] = []
     word = ""
@@ -485,7 +487,10 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:  # noqa: C901, PLR0912, 
     return "", words
 
 
-def _parse_words(rest: str, escape: str) -> list[str]:  # noqa: C901, PLR0912, PLR0915 - a character state machine
+def _parse_words(  # noqa: C901, PLR0912, PLR0915 - a character state machine
+    rest: str,
+    escape: str,
+) -> list[str]:
     """Split on blanks keeping quotes and escapes in the words (ARG, ENV, LABEL)."""
     words: list[str] = []
     word = ""
@@ -726,7 +731,11 @@ def _suggest(word: str) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _check_instruction(instruction: Instruction, *, nested: bool) -> None:  # noqa: C901, PLR0912 - one rule per keyword
+def _check_instruction(  # noqa: C901, PLR0912 - one rule per keyword
+    instruction: Instruction,
+    *,
+    nested: bool,
+) -> None:
     keyword = instruction.keyword
     if keyword not in KEYWORDS:
         raise _InstructionError(

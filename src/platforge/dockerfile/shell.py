@@ -288,7 +288,8 @@ class Lexer:
             self._next()
         return self.text[start : self.pos]
 
-    def _dollar(self) -> str:  # noqa: C901, PLR0911, PLR0912, PLR0915 - one case per modifier
+    # Long and branchy on purpose: one case per ${…} modifier, as in the shell.
+    def _dollar(self) -> str:  # noqa: C901, PLR0911, PLR0912, PLR0915
         self._next()  # the $
         if self._peek() != "{":
             name = self._name()

@@ -76,6 +76,12 @@ _MAX_JSON = 16 << 20
 # -- writing tarballs ---------------------------------------------------------
 
 
+def _copy_in_chunks(tar: tarfile.TarFile) -> None:
+    # Member data is copied in 1 MiB pieces, not tarfile's 16 KiB default;
+    # copybufsize is a real attribute that typeshed does not list.
+    tar.copybufsize = CHUNK_SIZE  # type: ignore[attr-defined]
+
+
 @contextlib.contextmanager
 def _tar_writer(dest: Path) -> Iterator[tarfile.TarFile]:
     """A tar written to a temporary file that replaces ``dest`` only when complete."""
@@ -87,8 +93,7 @@ def _tar_writer(dest: Path) -> Iterator[tarfile.TarFile]:
             os.fdopen(fd, "wb") as out,
             tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
-            # blobs are copied in 1 MiB pieces (an attribute typeshed does not list)
-            tar.copybufsize = CHUNK_SIZE  # type: ignore[attr-defined]
+            _copy_in_chunks(tar)
             yield tar
             tar.close()
             out.flush()
@@ -309,7 +314,7 @@ def _open_tar(src: str | os.PathLike[str], kind: str) -> tarfile.TarFile:
         raise ArchiveError(f"{kind} {src} does not exist") from None
     except (tarfile.TarError, OSError) as exc:
         raise ArchiveError(f"{kind} {src} is not a readable tar file: {exc}") from None
-    tar.copybufsize = CHUNK_SIZE  # type: ignore[attr-defined]
+    _copy_in_chunks(tar)
     return tar
 
 

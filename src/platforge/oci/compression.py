@@ -52,7 +52,7 @@ import gzip
 import io
 import logging
 import zlib
-from typing import IO, TYPE_CHECKING, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 import zstandard
 from isal import igzip
@@ -397,6 +397,13 @@ def peek(fileobj: IO[bytes]) -> tuple[bytes, IO[bytes]]:
     return prefix, replay
 
 
+def _isal_gzip(fileobj: object, mode: str, **options: Any) -> Any:
+    # isal's GzipFile.__init__ carries no annotations, so mypy calls it untyped.
+    return igzip.GzipFile(  # type: ignore[no-untyped-call]
+        fileobj=fileobj, mode=mode, **options
+    )
+
+
 def open_reader(fileobj: IO[bytes]) -> IO[bytes]:
     """A stream of the uncompressed bytes of ``fileobj``, whatever its codec.
 
@@ -411,7 +418,7 @@ def open_reader(fileobj: IO[bytes]) -> IO[bytes]:
     if compression is Compression.NONE:
         inner = _Unclosing(stream)
     elif compression is Compression.GZIP:
-        inner = igzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[no-untyped-call]
+        inner = _isal_gzip(stream, "rb")
     elif compression is Compression.ZSTD:
         inner = _ZstdReader(stream)
     else:
@@ -434,6 +441,7 @@ class _Unclosing(io.RawIOBase):
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
+        # Only a stream being read is ever read from; WriteStream has no read().
         data = self._inner.read(len(view))  # type: ignore[union-attr]
         view[: len(data)] = data
         return len(data)
@@ -478,8 +486,8 @@ def open_writer(
     if compression is Compression.GZIP:
         isal_level = _isal_level(DEFAULT_GZIP_LEVEL if level is None else level)
         # An empty file name and a zero mtime keep the gzip header reproducible.
-        gzip_writer: WriteStream = igzip.GzipFile(  # type: ignore[no-untyped-call]
-            filename="", mode="wb", compresslevel=isal_level, fileobj=fileobj, mtime=0
+        gzip_writer: WriteStream = _isal_gzip(
+            fileobj, "wb", filename="", compresslevel=isal_level, mtime=0
         )
         return gzip_writer
     if compression is Compression.ZSTD:

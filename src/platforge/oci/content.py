@@ -195,6 +195,7 @@ class Descriptor:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"{where}: 'size' must be a non-negative integer")
         try:
+            # parse refuses a missing or non-string digest itself, and says so
             digest = Digest.parse(document.get("digest"))  # type: ignore[arg-type]
         except ContentError as exc:
             raise ManifestError(f"{where}: {exc}") from None

@@ -445,6 +445,7 @@ class _Tree:
     def _copy(self, content: IO[bytes], out: IO[bytes]) -> None:
         view = memoryview(self._buffer)
         while True:
+            # IO[bytes] does not declare readinto; every stream given here has it.
             count = content.readinto(view)  # type: ignore[attr-defined]
             if not count:
                 return
