@@ -29,6 +29,16 @@ _AREAS = (
 )
 
 
+class _PlainFormatter(logging.Formatter):
+    """INFO as the bare message; warnings and errors say what they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"platforge: {record.levelname.lower()}: {message}"
+        return message
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="platforge")
 @click.option("--debug", is_flag=True, help="Log everything platforge does to stderr.")
@@ -39,13 +49,18 @@ def cli(debug: bool) -> None:
     Example:
       platforge build --platform linux/amd64,linux/arm64 -t 127.0.0.1:5000/app --push .
     """
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    if not debug:
-        # The library logs INFO for progress-worthy events; show them plainly.
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+        )
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+    else:
+        # The library logs INFO for events a user wants to see (a retry, a
+        # fallback); show them as plain lines, without logger names or times,
+        # since CI logs (Concourse) add their own.
+        handler.setFormatter(_PlainFormatter())
+        logging.basicConfig(level=logging.WARNING, handlers=[handler])
         logging.getLogger("platforge").setLevel(logging.INFO)
 
 
