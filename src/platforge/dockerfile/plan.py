@@ -864,21 +864,16 @@ def resolve(
     image_env: Callable[[str, Platform], Sequence[str]] | None = None,
 ) -> Plan:
     """Resolve ``dockerfile`` for one target platform; see the module doc."""
-    resolver = _Resolver(
+    multi = resolve_all(
         dockerfile,
-        target_platform=target_platform,
+        [target_platform],
         build_platform=build_platform,
-        build_args=build_args or {},
+        build_args=build_args,
         target=target,
         named_contexts=named_contexts,
         image_env=image_env,
     )
-    plan = resolver.plan()
-    if plan.unused_build_args:
-        log.debug(
-            "build args not consumed by any ARG: %s",
-            ", ".join(sorted(plan.unused_build_args)),
-        )
+    (plan,) = multi.plans.values()
     return plan
 
 
