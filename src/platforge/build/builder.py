@@ -62,7 +62,7 @@ log = logging.getLogger("platforge.build")
 
 # Keys of the cache records change when this does: bump it when a step's result
 # for the same inputs changes (new history text, new layer rules).
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 
 
 def _epoch(request: BuildRequest) -> int | None:
@@ -77,11 +77,6 @@ def _epoch(request: BuildRequest) -> int | None:
             "set it to e.g. $(git log -1 --format=%ct)"
         )
     return int(text)
-
-
-def _created(epoch: int | None) -> str:
-    seconds = epoch if epoch is not None else int(time.time())
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 class BuildSession:
@@ -201,7 +196,7 @@ class BuildSession:
             self.options,
         )
         state.add_layer(layer)
-        state.add_history(f"COPY {root} /", _created(self.epoch), empty_layer=False)
+        state.add_history(f"COPY {root} /", self.created(), empty_layer=False)
         return state
 
     def _build_stage(self, plan: Plan, stage: Stage) -> ImageState:
@@ -314,7 +309,7 @@ class BuildSession:
                 return cached
             new = state.clone()
             created_by = apply_metadata(new, step)
-            new.add_history(created_by, _created(self.epoch), empty_layer=True)
+            new.add_history(created_by, self.created(), empty_layer=True)
             self._remember(key, new)
             return new
         if keyword == "WORKDIR":
@@ -350,7 +345,7 @@ class BuildSession:
         new.run_config["WorkingDir"] = path
         tree = ImageTree.of(self.store, new.layers)
         if path == "/" or tree.is_dir(path):
-            new.add_history(f"WORKDIR {path}", _created(self.epoch), empty_layer=True)
+            new.add_history(f"WORKDIR {path}", self.created(), empty_layer=True)
             return new
         key = self._step_key_simple(state, f"WORKDIR {path}")
         cached = self._cached(key)
@@ -383,7 +378,7 @@ class BuildSession:
                 )
             )
         new.add_layer(write_entries(self.store, entries, self.options))
-        new.add_history(f"WORKDIR {path}", _created(self.epoch), empty_layer=False)
+        new.add_history(f"WORKDIR {path}", self.created(), empty_layer=False)
         self._remember(key, new)
         return new
 
@@ -394,7 +389,7 @@ class BuildSession:
 
     def created(self) -> str:
         """The ``created`` time of history entries and configs of this build."""
-        return _created(self.epoch)
+        return output.timestamp(self.epoch)
 
     def source_named(self, plan: Plan, stage: Stage, name: str) -> SourceTree:
         """The tree ``RUN --mount=from=NAME`` reads: a stage, context or image."""
@@ -467,7 +462,7 @@ class BuildSession:
         flags = " ".join(f"--{k}={v}" if v else f"--{k}" for k, v in step.flags.items())
         words = " ".join(step.args)
         created_by = f"{step.keyword} {flags + ' ' if flags else ''}{words} # platforge"
-        new.add_history(created_by, _created(self.epoch), empty_layer=False)
+        new.add_history(created_by, self.created(), empty_layer=False)
         self._remember(key, new)
         return new
 

@@ -56,6 +56,7 @@ __all__ = [
     "Assembled",
     "assemble",
     "ref_name_for",
+    "timestamp",
     "write_digest_file",
     "write_docker_archive",
     "write_oci_archive",
@@ -77,25 +78,26 @@ class Assembled:
         self.manifests = manifests
 
 
-def _created(epoch: int | None) -> str:
+def timestamp(epoch: int | None) -> str:
+    """``created`` text: SOURCE_DATE_EPOCH when given, else now (RFC 3339, UTC)."""
     seconds = epoch if epoch is not None else int(time.time())
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def _image_created(state: ImageState, epoch: int | None) -> str:
+def _image_time(state: ImageState, epoch: int | None) -> str:
     """SOURCE_DATE_EPOCH, else the time of the newest step, as BuildKit does.
 
     Taking it from the history (which the cache keeps) means a rebuild in which
     every step comes from the cache gives the very same image digest.
     """
     if epoch is not None:
-        return _created(epoch)
+        return timestamp(epoch)
     times = [
         str(entry["created"])
         for entry in state.config.get("history") or []
         if isinstance(entry, dict) and entry.get("created")
     ]
-    return max(times) if times else _created(None)
+    return max(times) if times else timestamp(None)
 
 
 def assemble(
@@ -109,7 +111,7 @@ def assemble(
     manifests: dict[str, Descriptor] = {}
     for platform, state in images:
         config = dict(state.config)
-        config["created"] = _image_created(state, epoch)
+        config["created"] = _image_time(state, epoch)
         config_raw = canonical_json(_ordered_config(config))
         config_digest, config_size = store.put_bytes(config_raw)
         manifest = Manifest.build(
