@@ -76,6 +76,7 @@ Public names::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -88,7 +89,7 @@ from platforge.dockerfile.shell import Lexer, ShellExpansionError, expand_words
 from platforge.errors import DockerfileError, PlatformError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
     from platforge.dockerfile.parser import Dockerfile
     from platforge.platforms import Platform
@@ -363,30 +364,30 @@ class _Resolver:
 
     # -- expansion ------------------------------------------------------------------
 
-    def expand(
-        self, instruction: Instruction, word: str, env: Mapping[str, str]
-    ) -> str:
+    @contextlib.contextmanager
+    def _located(self, instruction: Instruction, what: str = "") -> Iterator[None]:
+        """Expansion errors inside get this file, the line and the keyword."""
         try:
-            result, _ = Lexer(env, escape=self.escape).process(word)
+            yield
         except ShellExpansionError as exc:
             raise ShellExpansionError(
-                f"{instruction.keyword}: {exc.detail}",
+                f"{instruction.keyword}: {what}{exc.detail}",
                 file=self.file,
                 line=instruction.start_line,
             ) from None
+
+    def expand(
+        self, instruction: Instruction, word: str, env: Mapping[str, str]
+    ) -> str:
+        with self._located(instruction):
+            result, _ = Lexer(env, escape=self.escape).process(word)
         return result
 
     def expand_split(
         self, instruction: Instruction, word: str, env: Mapping[str, str]
     ) -> list[str]:
-        try:
+        with self._located(instruction):
             return expand_words(word, env, escape=self.escape)
-        except ShellExpansionError as exc:
-            raise ShellExpansionError(
-                f"{instruction.keyword}: {exc.detail}",
-                file=self.file,
-                line=instruction.start_line,
-            ) from None
 
     def _global_args(self, automatic: dict[str, str]) -> dict[str, str]:
         scope = dict(automatic)
@@ -739,14 +740,8 @@ class _Resolver:
     ) -> str:
         if not heredoc.expand:
             return heredoc.content
-        try:
+        with self._located(instruction, f"<<{heredoc.name}: "):
             return Lexer(env, escape=self.escape).expand_heredoc(heredoc.content)
-        except ShellExpansionError as exc:
-            raise ShellExpansionError(
-                f"{instruction.keyword}: <<{heredoc.name}: {exc.detail}",
-                file=self.file,
-                line=instruction.start_line,
-            ) from None
 
     def _key(self, stage: Stage, parent_key: str) -> str:
         def ref_json(ref: FromRef | None) -> object:
