@@ -208,11 +208,14 @@ class Lexer:
                     words.add_char(ch)
                 out.append(ch)
         if stop:
-            raise ShellExpansionError(
-                f"unexpected end of text while looking for a matching {stop!r} "
-                f"in {self.text!r}"
-            )
+            raise self._unterminated(repr(stop))
         return "".join(out), words.result()
+
+    def _unterminated(self, closer: str) -> ShellExpansionError:
+        return ShellExpansionError(
+            f"unexpected end of text while looking for a matching {closer} "
+            f"in {self.text!r}"
+        )
 
     def _single_quoted(self) -> str:
         out: list[str] = []
@@ -222,10 +225,7 @@ class Lexer:
         while True:
             ch = self._next()
             if not ch:
-                raise ShellExpansionError(
-                    f"unexpected end of text while looking for a matching "
-                    f"single quote in {self.text!r}"
-                )
+                raise self._unterminated("single quote")
             if ch == "'":
                 if self.raw_quotes:
                     out.append(ch)
@@ -240,10 +240,7 @@ class Lexer:
         while True:
             ch = self._peek()
             if not ch:
-                raise ShellExpansionError(
-                    f"unexpected end of text while looking for a matching "
-                    f"double quote in {self.text!r}"
-                )
+                raise self._unterminated("double quote")
             if ch == '"':
                 self._next()
                 if self.raw_quotes:
