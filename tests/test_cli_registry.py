@@ -174,6 +174,43 @@ def test_login_saves_credentials_push_uses_them_and_logout_forgets(
     assert "no credentials found" in refused.stderr
 
 
+def test_login_through_a_creds_store_keeps_the_secret_out_of_config_json(
+    registry_basic, image, docker_config, tmp_path
+):
+    from test_registry_auth import _RECORDING_HELPER  # noqa: PLC0415
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-rec"
+    helper.write_text("#!/bin/sh\n" + _RECORDING_HELPER)
+    helper.chmod(0o755)
+    env = {
+        "DOCKER_CONFIG": str(docker_config),
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+    }
+    config = docker_config / "config.json"
+    config.write_text(json.dumps({"credsStore": "rec"}))
+    done = ok(
+        "login",
+        registry_basic.host,
+        "-u",
+        registry_basic.username,
+        "--password-stdin",
+        stdin=registry_basic.password + "\n",
+        env=env,
+    )
+    assert "docker-credential-rec" in done.stderr
+    assert registry_basic.password not in config.read_text()
+    assert json.loads(config.read_text())["auths"] == {registry_basic.host: {}}
+
+    layout, index = image
+    ref = registry_basic.ref(_repo(), "v1")
+    assert ok("push", layout, ref, env=env).stdout.strip() == str(index.digest)
+    ok("logout", registry_basic.host, env=env)
+    assert (bindir / "calls").read_text().split()[-1] == "erase"
+    assert platforge("push", layout, ref, env=env).returncode == 1
+
+
 def test_login_with_a_wrong_password_saves_nothing(registry_basic, docker_config):
     done = platforge(
         "login",

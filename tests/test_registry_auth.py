@@ -294,3 +294,73 @@ def test_a_token_is_reused_until_it_expires(tmp_path):
     time.sleep(0.4)
     assert auth.headers(client, scope) == {"Authorization": "Bearer t2"}
     assert "authorization" not in issued[0].headers
+
+
+# A helper that records its calls and keeps one secret in a file, as the
+# docker-credential-* programs do in a keychain.
+_RECORDING_HELPER = """\
+echo "$1" >> "$(dirname "$0")/calls"
+store="$(dirname "$0")/stored"
+case "$1" in
+  store) cat > "$store" ;;
+  get) cat > /dev/null
+       if [ -f "$store" ]; then
+         sed 's/"ServerURL":"[^"]*",//' "$store"
+       else echo "credentials not found in native keychain"; exit 1; fi ;;
+  erase) cat > /dev/null
+         if [ -f "$store" ]; then rm "$store"
+         else echo "credentials not found in native keychain"; exit 1; fi ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"credsStore": "fake"}, {"credHelpers": {"127.0.0.1:5000": "fake"}}],
+    ids=["credsStore", "credHelpers"],
+)
+def test_login_with_a_helper_stores_the_secret_there_and_logout_erases_it(
+    docker_config, tmp_path, monkeypatch, config
+):
+    _helper(tmp_path, monkeypatch, _RECORDING_HELPER)
+    docker_config.write_text(
+        json.dumps({**config, "auths": {"127.0.0.1:5000": {"auth": _b64("old:pw")}}})
+    )
+    where = store_login("127.0.0.1:5000", "alice", "s3cret-pw")
+
+    assert where == "docker-credential-fake"
+    text = docker_config.read_text()
+    assert "s3cret-pw" not in text
+    assert _b64("alice:s3cret-pw") not in text
+    assert json.loads(text)["auths"]["127.0.0.1:5000"] == {}
+    stored = json.loads((tmp_path / "bin" / "stored").read_text())
+    assert stored == {
+        "ServerURL": "127.0.0.1:5000",
+        "Username": "alice",
+        "Secret": "s3cret-pw",
+    }
+    assert credentials_for("127.0.0.1:5000") == Credentials("alice", "s3cret-pw")
+
+    assert remove_login("127.0.0.1:5000") is True
+    assert not (tmp_path / "bin" / "stored").exists()
+    assert "127.0.0.1:5000" not in json.loads(docker_config.read_text())["auths"]
+    calls = (tmp_path / "bin" / "calls").read_text().split()
+    assert calls == ["store", "get", "erase"]
+
+
+def test_login_with_a_missing_helper_fails_and_writes_no_secret(docker_config):
+    docker_config.write_text(json.dumps({"credsStore": "absent-xyz"}))
+    with pytest.raises(CredentialsError, match="docker-credential-absent-xyz"):
+        store_login("127.0.0.1:5000", "alice", "s3cret-pw")
+    assert json.loads(docker_config.read_text()) == {"credsStore": "absent-xyz"}
+
+
+def test_login_when_the_helper_fails_writes_no_secret(
+    docker_config, tmp_path, monkeypatch
+):
+    _helper(tmp_path, monkeypatch, "cat > /dev/null\necho 'keychain locked'\nexit 3\n")
+    docker_config.write_text(json.dumps({"credsStore": "fake"}))
+    with pytest.raises(CredentialsError, match="failed `store`") as info:
+        store_login("127.0.0.1:5000", "alice", "s3cret-pw")
+    assert "s3cret-pw" not in str(info.value)
+    assert "s3cret-pw" not in docker_config.read_text()

@@ -420,7 +420,10 @@ def login(
     insecure: bool,
     ca_file: str | None,
 ) -> None:
-    """Check credentials with a registry and save them in docker's config.json.
+    """Check credentials with a registry and save them as docker login does.
+
+    The secret goes to the credential helper docker's config.json names for the
+    registry (credHelpers, else credsStore), otherwise into config.json itself.
 
     \b
     Example:
@@ -435,14 +438,14 @@ def login(
         host, credentials=credentials, insecure=insecure, ca_file=ca_file
     ) as client:
         client.check_login()
-    path = auth.store_login(host, str(username), password)
-    click.echo(f"logged in to {host}; credentials saved in {path}", err=True)
+    where = auth.store_login(host, str(username), password)
+    click.echo(f"logged in to {host}; credentials saved in {where}", err=True)
 
 
 @click.command()
 @click.argument("registry")
 def logout(registry: str) -> None:
-    """Remove a registry's credentials from docker's config.json.
+    """Remove a registry's credentials from docker's config.json and its helper.
 
     \b
     Example:

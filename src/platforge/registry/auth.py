@@ -18,12 +18,18 @@ Credentials come, in order, from what the caller passes explicitly, then from do
 a ``credHelpers`` entry for the registry, else ``auths`` (``auth`` is base64 of
 ``user:password``; ``identitytoken`` is an OAuth2 refresh token), else the
 ``credsStore`` helper. Helpers are the ``docker-credential-NAME`` programs: ``get``
-reads the server URL on stdin and prints ``{"Username", "Secret"}`` as JSON.
+reads the server URL on stdin and prints ``{"Username", "Secret"}`` as JSON;
+``store`` reads ``{"ServerURL", "Username", "Secret"}``; ``erase`` reads the server
+URL.
+
+``platforge login`` saves as ``docker login`` does: when a helper serves the
+registry (its ``credHelpers`` entry, else ``credsStore``) the secret goes to the
+helper's ``store`` and ``auths`` only gets an empty entry for the host; a helper that
+cannot be run is an error, never a reason to write the secret into the file.
+Without a helper, ``auths[host].auth`` holds base64 of ``user:password``.
+``logout`` runs the helper's ``erase`` and drops the ``auths`` entry.
 
 Secrets never appear in logs, error messages or reprs.
-
-Limitation: ``platforge login`` stores credentials in ``auths`` only; it does not
-write through a ``credsStore`` helper.
 """
 
 from __future__ import annotations
@@ -267,6 +273,16 @@ def credentials_for(registry: str, path: Path | None = None) -> Credentials | No
     return None
 
 
+def _helper_for(config: Mapping[str, Any], registry: str) -> str | None:
+    """The helper ``login``/``logout`` use: ``credHelpers``, else ``credsStore``."""
+    helpers = config.get("credHelpers") or {}
+    helper = _find_entry(helpers, registry) if isinstance(helpers, dict) else None
+    if isinstance(helper, str) and helper:
+        return helper
+    store = config.get("credsStore")
+    return store if isinstance(store, str) and store else None
+
+
 def _from_auth_entry(
     entry: Mapping[str, Any], registry: str, path: Path
 ) -> Credentials | None:
@@ -299,12 +315,17 @@ def _helper_server(registry: str) -> str:
     return _HUB_CONFIG_KEY if registry == DOCKER_HUB else registry
 
 
-def _from_helper(helper: str, registry: str) -> Credentials | None:
+def _run_helper(helper: str, action: str, registry: str, stdin: str) -> str | None:
+    """Run ``docker-credential-HELPER ACTION``; return its stdout.
+
+    ``None`` means the helper holds no credentials for the server (helpers say
+    "credentials not found" with status 1); any other failure raises.
+    """
     program = f"docker-credential-{helper}"
     try:
         done = subprocess.run(
-            [program, "get"],
-            input=_helper_server(registry),
+            [program, action],
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=_HELPER_TIMEOUT,
@@ -317,19 +338,27 @@ def _from_helper(helper: str, registry: str) -> Credentials | None:
         ) from exc
     except subprocess.TimeoutExpired as exc:
         raise CredentialsError(
-            f"credential helper {program} did not answer for {registry} within "
-            f"{_HELPER_TIMEOUT:.0f} s; check that it works with `{program} list`"
+            f"credential helper {program} did not answer `{action}` for {registry} "
+            f"within {_HELPER_TIMEOUT:.0f} s; check that it works with "
+            f"`{program} list`"
         ) from exc
     if done.returncode != 0:
-        # Helpers say "credentials not found" on stdout with status 1: no creds.
         if "not found" in (done.stdout + done.stderr).lower():
             return None
         raise CredentialsError(
-            f"credential helper {program} failed for {registry} with status "
-            f"{done.returncode}; check that it works with `{program} list`"
+            f"credential helper {program} failed `{action}` for {registry} with "
+            f"status {done.returncode}; check that it works with `{program} list`"
         )
+    return done.stdout
+
+
+def _from_helper(helper: str, registry: str) -> Credentials | None:
+    program = f"docker-credential-{helper}"
+    stdout = _run_helper(helper, "get", registry, _helper_server(registry))
+    if stdout is None:
+        return None
     try:
-        answer = json.loads(done.stdout)
+        answer = json.loads(stdout)
         username, secret = answer["Username"], answer["Secret"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CredentialsError(
@@ -343,30 +372,51 @@ def _from_helper(helper: str, registry: str) -> Credentials | None:
 
 def store_login(
     registry: str, username: str, password: str, path: Path | None = None
-) -> Path:
-    """Save credentials for ``registry`` in ``auths`` as docker does; return where."""
+) -> str:
+    """Save credentials for ``registry`` as docker does; return where they went.
+
+    The answer is the helper program (``docker-credential-NAME``) or the config
+    file's path.
+    """
     path = path or config_path()
     config = _load_config(path)
     auths = config.setdefault("auths", {})
-    key = _HUB_CONFIG_KEY if registry == DOCKER_HUB else registry
-    pair = f"{username}:{password}".encode()
-    auths[key] = {"auth": base64.b64encode(pair).decode("ascii")}
+    server = _helper_server(registry)
+    helper = _helper_for(config, registry)
+    if helper is not None:
+        request = {"ServerURL": server, "Username": username, "Secret": password}
+        if _run_helper(helper, "store", registry, json.dumps(request)) is None:
+            raise CredentialsError(
+                f"credential helper docker-credential-{helper} could not store "
+                f"credentials for {registry}; check that it works with "
+                f"`docker-credential-{helper} list`"
+            )
+        # docker keeps an empty entry, so `docker info`-style listings show the host.
+        auths[server] = {}
+        where = f"docker-credential-{helper}"
+    else:
+        pair = f"{username}:{password}".encode()
+        auths[server] = {"auth": base64.b64encode(pair).decode("ascii")}
+        where = str(path)
     _write_config(path, config)
-    return path
+    return where
 
 
 def remove_login(registry: str, path: Path | None = None) -> bool:
     """Forget credentials for ``registry``; tell whether there were any."""
     path = path or config_path()
     config = _load_config(path)
-    auths = config.get("auths")
-    if not isinstance(auths, dict):
-        return False
     removed = False
-    for key in _config_keys(registry):
-        if key in auths:
-            del auths[key]
-            removed = True
+    helper = _helper_for(config, registry)
+    if helper is not None:
+        erased = _run_helper(helper, "erase", registry, _helper_server(registry))
+        removed = erased is not None
+    auths = config.get("auths")
+    if isinstance(auths, dict):
+        for key in _config_keys(registry):
+            if key in auths:
+                del auths[key]
+                removed = True
     if removed:
         _write_config(path, config)
     return removed
