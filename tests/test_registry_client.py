@@ -25,6 +25,7 @@ from platforge.errors import (
     RegistryError,
     TransportError,
 )
+from platforge.registry import client as client_module
 from platforge.registry.auth import Credentials
 from platforge.registry.client import RegistryClient
 from platforge.registry.retry import RetryPolicy, parse_retry_after
@@ -330,6 +331,45 @@ def test_tls_registry_is_verified_with_a_ca_file_or_pem_strings(registry_tls):
             assert client.ping() == f"https://{registry_tls.host}"
             with pytest.raises(NotFoundError):
                 client.get_manifest("nothing/here", "v1")
+
+
+@pytest.mark.registry
+def test_tls_advice_names_ways_every_command_has(registry_tls):
+    client = RegistryClient(registry_tls.host, retry=FAST)
+    with client, pytest.raises(TransportError) as info:
+        client.ping()
+    message = str(info.value)
+    assert "PLATFORGE_CA_FILE=" in message
+    assert f"/etc/docker/certs.d/{registry_tls.host}/ca.crt" in message
+    assert "--insecure" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.registry
+def test_tls_ca_from_the_environment_or_a_certs_d_directory_is_trusted(
+    registry_tls, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PLATFORGE_CA_FILE", str(registry_tls.ca_file))
+    with RegistryClient(registry_tls.host) as client:
+        assert client.ping() == f"https://{registry_tls.host}"
+    monkeypatch.delenv("PLATFORGE_CA_FILE")
+
+    certs_d = tmp_path / "certs.d"
+    (certs_d / registry_tls.host).mkdir(parents=True)
+    (certs_d / registry_tls.host / "ca.crt").write_bytes(
+        registry_tls.ca_file.read_bytes()
+    )
+    monkeypatch.setattr(client_module, "CERTS_DIRS", (tmp_path / "none", certs_d))
+    with RegistryClient(registry_tls.host) as client:
+        assert client.ping() == f"https://{registry_tls.host}"
+
+
+def test_an_unreadable_ca_file_is_a_one_line_error(tmp_path, monkeypatch):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    monkeypatch.setenv("PLATFORGE_CA_FILE", str(bad))
+    with pytest.raises(TransportError, match=r"cannot load CA file .*ca\.pem"):
+        RegistryClient("registry.example:5000")
 
 
 def test_parse_retry_after_handles_seconds_and_dates():

@@ -45,20 +45,26 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 
-def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every command that talks to a registry takes."""
-
-    @click.option(
+def _tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--insecure`` and ``--ca-file``, for every command that reaches a registry."""
+    command = click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="PEM file of extra CAs to trust for TLS (PLATFORGE_CA_FILE and "
+        "/etc/docker/certs.d/HOST/*.crt are trusted too).",
+    )(command)
+    return click.option(
         "--insecure",
         is_flag=True,
         help="Allow plain HTTP and unverified TLS (loopback registries always may "
         "use plain HTTP).",
-    )
-    @click.option(
-        "--ca-file",
-        type=click.Path(exists=True, dir_okay=False),
-        help="PEM file of extra CAs to trust for TLS.",
-    )
+    )(command)
+
+
+def _connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command that copies images takes."""
+
+    @_tls_options
     @click.option("-u", "--username", help="User name for the target registry.")
     @click.option(
         "--password-stdin",
@@ -407,12 +413,7 @@ def _summary(name: str, media_type: str, raw: bytes) -> dict[str, Any]:
 @click.argument("registry")
 @click.option("-u", "--username", help="User name (prompted for when absent).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
-@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
-@click.option(
-    "--ca-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="PEM file of extra CAs to trust for TLS.",
-)
+@_tls_options
 def login(
     registry: str,
     username: str | None,

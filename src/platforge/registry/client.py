@@ -7,9 +7,13 @@ repository it acts on, because bearer tokens are scoped per repository.
 
 Connecting: the first request pings ``GET /v2/`` over HTTPS. Plain HTTP is tried
 only for loopback registries and registries the user named insecure; TLS is verified
-everywhere else, against the system's CAs plus an optional CA file or PEM strings.
-*Insecure* also accepts an unverified certificate, as ``--tls-verify=false`` does in
-skopeo.
+everywhere else. Trusted CAs, all added together: the system's; a CA file or PEM
+strings the caller passes (``--ca-file``, Concourse's ``ca_certs``); the file named
+by ``PLATFORGE_CA_FILE``, so every command that reaches a registry (build and run
+included) can trust one; and the ``*.crt`` files of ``/etc/docker/certs.d/HOST/``
+and ``/etc/containers/certs.d/HOST/``, docker's and podman's convention (client
+certificates found there are not used). *Insecure* also accepts an unverified
+certificate, as ``--tls-verify=false`` does in skopeo.
 
 Uploading a blob (regclient's order, because chunked uploads are many times slower
 on real registries):
@@ -96,6 +100,11 @@ _MAX_MANIFEST = 4 << 20
 # Statuses of a monolithic PUT that mean "send it in chunks instead".
 _CHUNKED_FALLBACK = frozenset({405, 413, 501})
 _TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=120.0)
+
+# Directories holding per-registry CA files (HOST[:PORT]/*.crt), docker's and
+# podman's convention.
+CERTS_DIRS = (Path("/etc/docker/certs.d"), Path("/etc/containers/certs.d"))
+CA_FILE_ENV = "PLATFORGE_CA_FILE"
 
 # A callable opening the blob's bytes from the start, as a binary file object.
 BlobOpener = Callable[[], contextlib.AbstractContextManager[IO[bytes]]]
@@ -185,7 +194,7 @@ class RegistryClient:
         self.retry = retry or RetryPolicy()
         self.chunk_size = chunk_size
         self.auth = Authenticator(registry, credentials=credentials, config=config)
-        verify: ssl.SSLContext | bool = _ssl_context(ca_file, ca_certs)
+        verify: ssl.SSLContext | bool = _ssl_context(self.host, ca_file, ca_certs)
         if insecure:
             verify = False
         if transport is None:
@@ -304,9 +313,12 @@ class RegistryClient:
             )
 
     def _tls_error(self, problem: str) -> RegistryError:
+        # Worded for every command: not all of them have --ca-file or --insecure.
         return TransportError(
-            f"TLS connection to registry {self.registry} failed: {problem}; pass "
-            "--ca-file with the registry's CA, or --insecure if you trust it"
+            f"TLS connection to registry {self.registry} failed: {problem}; trust "
+            f"its CA with {CA_FILE_ENV}=CA.pem, /etc/docker/certs.d/{self.host}/ca.crt "
+            "or the command's --ca-file, or mark the registry insecure if you trust "
+            "the network"
         )
 
     # --- requests --------------------------------------------------------------------
@@ -736,11 +748,24 @@ class RegistryClient:
 
 
 def _ssl_context(
-    ca_file: str | os.PathLike[str] | None, ca_certs: tuple[str, ...]
+    host: str, ca_file: str | os.PathLike[str] | None, ca_certs: tuple[str, ...]
 ) -> ssl.SSLContext:
+    """The system's CAs plus every CA source of the module docstring."""
     context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=os.fspath(ca_file))
+    files = [os.fspath(ca_file)] if ca_file else []
+    if env := os.environ.get(CA_FILE_ENV):
+        files.append(env)
+    for directory in CERTS_DIRS:
+        with contextlib.suppress(OSError):
+            files.extend(str(p) for p in sorted((directory / host).glob("*.crt")))
+    for name in files:
+        try:
+            context.load_verify_locations(cafile=name)
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(
+                f"cannot load CA file {name} for registry {host}: {exc}; give a "
+                "readable PEM file"
+            ) from exc
     for pem in ca_certs:
         context.load_verify_locations(cadata=pem)
     return context
