@@ -20,7 +20,7 @@ from platforge import platforms
 from platforge.dockerfile import parser, plan
 
 if TYPE_CHECKING:
-    from platforge.dockerfile.plan import FromRef, MultiPlan, Stage, Step
+    from platforge.dockerfile.plan import BaseRef, FromRef, MultiPlan, Stage, Step
 
 __all__ = ["register"]
 
@@ -41,12 +41,18 @@ def _build_args(pairs: tuple[str, ...]) -> dict[str, str]:
     return args
 
 
-def _ref_text(ref: FromRef | None) -> str:
-    if ref is None:
-        return ""
+def _ref_text(ref: BaseRef | FromRef) -> str:
     if ref.kind == "stage":
         return f"stage {ref.stage_index} ({ref.ref})"
+    if ref.kind == "scratch":
+        return "scratch"
     return f"{ref.kind} {ref.ref}"
+
+
+def _ref_json(ref: BaseRef | FromRef | None) -> dict[str, Any] | None:
+    if ref is None:
+        return None
+    return {"kind": ref.kind, "ref": ref.ref, "stage_index": ref.stage_index}
 
 
 def _pair_text(word: str) -> str:
@@ -83,17 +89,10 @@ def _step_text(step: Step) -> str:
 
 
 def _stage_title(stage: Stage, shared: set[str]) -> str:
-    base = stage.base
-    if base.kind == "stage":
-        source = f"stage {base.stage_index} ({base.ref})"
-    elif base.kind == "scratch":
-        source = "scratch"
-    else:
-        source = f"{base.kind} {base.ref}"
     name = f" {stage.name}" if stage.name else ""
     mark = "  [shared]" if stage.key in shared else ""
     return (
-        f"  stage {stage.index}{name}: from {source} on "
+        f"  stage {stage.index}{name}: from {_ref_text(stage.base)} on "
         f"{platforms.format(stage.platform)}  key {stage.key[:19]}{mark}"
     )
 
@@ -111,11 +110,6 @@ def _print_human(multi: MultiPlan) -> None:
 
 
 def _step_json(step: Step) -> dict[str, Any]:
-    def ref(r: FromRef | None) -> dict[str, Any] | None:
-        if r is None:
-            return None
-        return {"kind": r.kind, "ref": r.ref, "stage_index": r.stage_index}
-
     return {
         "line": step.line,
         "keyword": step.keyword,
@@ -133,8 +127,8 @@ def _step_json(step: Step) -> dict[str, Any]:
         ],
         "env": step.env,
         "build_args": step.build_args,
-        "copy_from": ref(step.copy_from),
-        "mount_from": [ref(r) for r in step.mount_from],
+        "copy_from": _ref_json(step.copy_from),
+        "mount_from": [_ref_json(r) for r in step.mount_from],
     }
 
 
@@ -149,11 +143,7 @@ def _as_json(multi: MultiPlan) -> dict[str, Any]:
                     {
                         "index": s.index,
                         "name": s.name,
-                        "base": {
-                            "kind": s.base.kind,
-                            "ref": s.base.ref,
-                            "stage_index": s.base.stage_index,
-                        },
+                        "base": _ref_json(s.base),
                         "platform": platforms.format(s.platform),
                         "key": s.key,
                         "shared": s.key in multi.shared,
