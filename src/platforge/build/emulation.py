@@ -65,7 +65,7 @@ __all__ = [
     "status",
 ]
 
-log = logging.getLogger("platforge.emulation")
+log = logging.getLogger("platforge.build.emulation")
 
 DEFAULT_BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 DEFAULT_CONF_DIR = Path("/usr/lib/binfmt.d")

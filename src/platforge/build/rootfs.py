@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Rootfs", "default_cache_dir", "flatten", "layer_dirs", "prepare"]
 
-log = logging.getLogger("platforge.rootfs")
+log = logging.getLogger("platforge.build.rootfs")
 
 
 def default_cache_dir(store: Path | None = None) -> Path:

@@ -83,7 +83,7 @@ __all__ = [
     "write_tree_diff",
 ]
 
-log = logging.getLogger("platforge.sandbox")
+log = logging.getLogger("platforge.build.sandbox")
 
 MountKind = Literal["bind", "cache", "tmpfs", "secret"]
 Network = Literal["none", "host"]

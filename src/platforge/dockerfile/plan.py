@@ -107,7 +107,7 @@ __all__ = [
     "resolve_all",
 ]
 
-log = logging.getLogger("platforge.dockerfile")
+log = logging.getLogger("platforge.dockerfile.plan")
 
 BaseKind = Literal["image", "stage", "scratch", "context"]
 FromKind = Literal["stage", "image", "context"]
