@@ -325,3 +325,40 @@ def test_debug_output_never_shows_the_password_or_tokens(kind, request, image):
     assert "eyJ" not in done.stderr
     pair = base64.b64encode(registry.creds.encode()).decode()
     assert pair not in done.stderr
+
+
+def test_platform_that_a_lone_manifest_lacks_is_refused_by_every_command(
+    registry_plain, tmp_path
+):
+    from test_registry_images import small_layout  # noqa: PLC0415
+
+    layout, descriptor = small_layout(tmp_path / "img")
+    ref = registry_plain.ref(_repo(), "amd64")
+    ok("push", layout.path, ref)
+    copied = registry_plain.ref(_repo(), "arm64")
+    for args in (
+        ("pull", ref, tmp_path / "pulled", "--platform", "linux/arm64"),
+        (
+            "pull",
+            ref,
+            tmp_path / "fs",
+            "--platform",
+            "linux/arm64",
+            "--format",
+            "rootfs",
+        ),
+        ("copy", ref, copied, "--platform", "linux/arm64"),
+        ("inspect", ref, "--platform", "linux/arm64"),
+        ("inspect", layout.path, "--platform", "linux/arm64"),
+    ):
+        done = platforge(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert "is for linux/amd64, not linux/arm64" in done.stderr, args
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "pulled").exists()
+    assert not (tmp_path / "fs").exists()
+    assert platforge("inspect", copied).returncode == 1
+
+    done = ok("inspect", ref, "--platform", "linux/amd64")
+    assert json.loads(done.stdout)["digest"] == str(descriptor.digest)
+    ok("pull", ref, tmp_path / "amd64", "--platform", "linux/amd64")

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Self
 import click
 
 from platforge import platforms
-from platforge.errors import LayoutError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Index, parse_manifest
 from platforge.registry import auth
@@ -27,6 +26,7 @@ from platforge.registry.copy import (
     Registries,
     copy_image,
     fetch_manifest,
+    layout_platform,
     layout_root,
     pull_rootfs,
     pull_to_layout,
@@ -277,6 +277,7 @@ def pull(
                 registries=registries,
                 platform=wanted,
                 progress=bar,
+                require_platform=True,
             )
         else:
             result = pull_to_layout(
@@ -285,6 +286,7 @@ def pull(
                 registries=registries,
                 platform=wanted,
                 progress=bar,
+                require_platform=True,
             )
     click.echo(f"pulled {reference} into {dest}", err=True)
     click.echo(str(result.digest))
@@ -319,6 +321,7 @@ def copy(src: str, dst: str, platform: str, **options: Any) -> None:
             registries=registries,
             platform=wanted,
             progress=bar,
+            require_platform=True,
         )
     click.echo(
         f"copied {source} to {target} ({result.count('mounted')} blobs mounted, "
@@ -349,35 +352,23 @@ def inspect(target: str, raw: bool, platform: str | None, **options: Any) -> Non
         layout = Layout.open(path)
         descriptor, document = layout_root(layout)
         if wanted is not None:
-            descriptor, document = _layout_platform(layout, document, wanted)
+            descriptor, document = layout_platform(layout, descriptor, document, wanted)
         name = str(path)
     else:
         reference = Reference.parse(target)
         name = str(reference)
         with _registries(reference.registry, **options) as registries:
             descriptor, document = fetch_manifest(
-                reference, registries=registries, platform=wanted
+                reference,
+                registries=registries,
+                platform=wanted,
+                require_platform=True,
             )
     if raw:
         sys.stdout.buffer.write(document)
         sys.stdout.buffer.flush()
         return
     click.echo(json.dumps(_summary(name, descriptor.media_type, document), indent=2))
-
-
-def _layout_platform(layout: Any, document: bytes, wanted: Platform) -> Any:
-    parsed = parse_manifest(document)
-    while isinstance(parsed, Index):
-        chosen = parsed.find(wanted)
-        if chosen is None:
-            raise LayoutError(
-                f"the layout has no manifest for platform {wanted}; pick one of "
-                f"{', '.join(str(p) for p in parsed.platforms() if p)}"
-            )
-        raw = layout.read_blob(chosen.digest)
-        parsed = parse_manifest(raw, chosen.media_type)
-        document = raw
-    return parsed.descriptor(), document
 
 
 def _summary(name: str, media_type: str, raw: bytes) -> dict[str, Any]:

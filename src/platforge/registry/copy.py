@@ -43,7 +43,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from platforge import platforms
-from platforge.errors import DigestMismatchError, LayoutError, NotFoundError
+from platforge.errors import (
+    DigestMismatchError,
+    LayoutError,
+    NotFoundError,
+    PlatformError,
+)
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import (
     ANNOTATION_REF_NAME,
@@ -73,6 +78,7 @@ __all__ = [
     "Registries",
     "copy_image",
     "fetch_manifest",
+    "layout_platform",
     "layout_root",
     "pull_rootfs",
     "pull_to_layout",
@@ -80,6 +86,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("platforge.registry.copy")
+
+# Image configs are small; a bigger one is not read whole.
+_MAX_CONFIG = 4 << 20
 
 
 @dataclass
@@ -239,10 +248,17 @@ def _walk(source: _Source, descriptor: Descriptor, raw: bytes, plan: _Plan) -> N
 
 
 def _pick_platform(
-    source: _Source, root: Descriptor, raw: bytes, platform: Platform
+    source: _Source,
+    root: Descriptor,
+    raw: bytes,
+    platform: Platform,
+    *,
+    require: bool,
 ) -> tuple[Descriptor, bytes]:
     document = parse_manifest(raw, root.media_type)
     if not isinstance(document, Index):
+        if require:
+            _check_lone_manifest(source, root, document, platform)
         return root, raw
     chosen = document.find(platform)
     if chosen is None:
@@ -255,8 +271,25 @@ def _pick_platform(
         )
     child_raw = source.read_manifest(chosen)
     if mt.is_index(chosen.media_type):
-        return _pick_platform(source, chosen, child_raw, platform)
+        return _pick_platform(source, chosen, child_raw, platform, require=require)
     return chosen, child_raw
+
+
+def _check_lone_manifest(
+    source: _Source, root: Descriptor, manifest: Manifest, platform: Platform
+) -> None:
+    """Refuse a manifest whose config is for another platform than ``platform``.
+
+    A lone manifest offers no choice; acting on it anyway would, say, test an amd64
+    image where arm64 was asked for, and report success.
+    """
+    with source.open_blob(manifest.config) as handle:
+        config = ImageConfig.parse(handle.read(_MAX_CONFIG))
+    if config.architecture and not platforms.only(platform).match(config.platform):
+        raise PlatformError(
+            f"image {root.digest} is for {config.platform}, not {platform}; leave "
+            "out --platform or name an image or index that has the platform"
+        )
 
 
 # --- moving blobs ------------------------------------------------------------------
@@ -425,6 +458,14 @@ def layout_root(layout: Layout, name: str | None = None) -> tuple[Descriptor, by
     )
 
 
+def layout_platform(
+    layout: Layout, root: Descriptor, raw: bytes, platform: Platform
+) -> tuple[Descriptor, bytes]:
+    """``platform``'s manifest under ``root`` of a layout, as :func:`fetch_manifest`
+    picks it with ``require_platform``."""
+    return _pick_platform(_LayoutSource(layout), root, raw, platform, require=True)
+
+
 def _names(entries: Iterable[Descriptor]) -> str:
     names = [e.annotations.get(ANNOTATION_REF_NAME) for e in entries]
     return ", ".join(n for n in names if n) or "none"
@@ -493,8 +534,14 @@ def fetch_manifest(
     *,
     registries: Registries,
     platform: Platform | None = None,
+    require_platform: bool = False,
 ) -> tuple[Descriptor, bytes]:
-    """The root manifest or index of ``reference`` (or its ``platform`` manifest)."""
+    """The root manifest or index of ``reference`` (or its ``platform`` manifest).
+
+    ``platform`` picks an index's entry; a lone manifest is returned whatever its
+    platform (as registry-image and docker pull without --platform do) unless
+    ``require_platform`` says the user asked for that platform explicitly.
+    """
     client = registries.client(reference.registry)
     info: ManifestInfo = client.get_manifest(reference.repository, reference.identifier)
     media_type = info.media_type
@@ -505,7 +552,11 @@ def fetch_manifest(
     if platform is None:
         return root, info.raw
     return _pick_platform(
-        _RegistrySource(client, reference.repository), root, info.raw, platform
+        _RegistrySource(client, reference.repository),
+        root,
+        info.raw,
+        platform,
+        require=require_platform,
     )
 
 
@@ -516,9 +567,18 @@ def copy_image(
     registries: Registries,
     platform: Platform | None = None,
     progress: ProgressFn | None = None,
+    require_platform: bool = False,
 ) -> CopyResult:
-    """Copy an image between repositories; ``platform`` picks one of an index."""
-    root, raw = fetch_manifest(source, registries=registries, platform=platform)
+    """Copy an image between repositories; ``platform`` picks one of an index.
+
+    ``require_platform`` as for :func:`fetch_manifest`.
+    """
+    root, raw = fetch_manifest(
+        source,
+        registries=registries,
+        platform=platform,
+        require_platform=require_platform,
+    )
     src = _RegistrySource(registries.client(source.registry), source.repository)
     plan = _Plan()
     _walk(src, root, raw, plan)
@@ -595,9 +655,18 @@ def pull_to_layout(
     registries: Registries,
     platform: Platform | None = None,
     progress: ProgressFn | None = None,
+    require_platform: bool = False,
 ) -> CopyResult:
-    """Pull ``reference`` (the whole index, or one platform) into a new layout."""
-    root, raw = fetch_manifest(reference, registries=registries, platform=platform)
+    """Pull ``reference`` (the whole index, or one platform) into a new layout.
+
+    ``require_platform`` as for :func:`fetch_manifest`.
+    """
+    root, raw = fetch_manifest(
+        reference,
+        registries=registries,
+        platform=platform,
+        require_platform=require_platform,
+    )
     source = _RegistrySource(
         registries.client(reference.registry), reference.repository
     )
@@ -619,6 +688,7 @@ def pull_rootfs(
     registries: Registries,
     platform: Platform | None = None,
     progress: ProgressFn | None = None,
+    require_platform: bool = False,
 ) -> CopyResult:
     """Unpack one platform's filesystem into ``dest/rootfs``, with ``metadata.json``.
 
@@ -626,12 +696,17 @@ def pull_rootfs(
     image config, as the Concourse registry-image resource writes them. Layers are
     downloaded and verified in full before the first one is unpacked, so a corrupt
     layer never reaches the filesystem; that needs room for the compressed layers
-    beside ``dest`` while it runs.
+    beside ``dest`` while it runs. Without ``platform``, the host's is preferred;
+    ``require_platform`` as for :func:`fetch_manifest`.
     """
     from platforge.oci.unpack import unpack_layers  # noqa: PLC0415 - optional layer
 
-    wanted = platform or platforms.host()
-    root, raw = fetch_manifest(reference, registries=registries, platform=wanted)
+    root, raw = fetch_manifest(
+        reference,
+        registries=registries,
+        platform=platform or platforms.host(),
+        require_platform=require_platform and platform is not None,
+    )
     manifest = Manifest.parse(raw, root.media_type)
     source = _RegistrySource(
         registries.client(reference.registry), reference.repository
