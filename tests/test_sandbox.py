@@ -332,11 +332,11 @@ def test_paths_resolve_inside_the_root_whatever_the_symlinks_say(tmp_path):
     (root / "abs").symlink_to("/real")
     (root / "climb").symlink_to("../../../../real")
     (root / "host").symlink_to(str(tmp_path))
-    assert sandbox._resolve_in_root(root, "/abs/x") == "real/x"
-    assert sandbox._resolve_in_root(root, "/climb/x") == "real/x"
+    assert sandbox.resolve_in_root(root, "/abs/x") == "real/x"
+    assert sandbox.resolve_in_root(root, "/climb/x") == "real/x"
     # An absolute link is the container's path, never the host's.
-    assert sandbox._resolve_in_root(root, "/host/root") == str(tmp_path)[1:] + "/root"
-    assert sandbox._resolve_in_root(root, "/../../etc/hosts") == "etc/hosts"
+    assert sandbox.resolve_in_root(root, "/host/root") == str(tmp_path)[1:] + "/root"
+    assert sandbox.resolve_in_root(root, "/../../etc/hosts") == "etc/hosts"
 
 
 CHANGES = """

@@ -79,6 +79,7 @@ __all__ = [
     "SandboxCapabilities",
     "apply_overlay_dir",
     "capabilities",
+    "resolve_in_root",
     "run",
     "write_tree_diff",
 ]
@@ -385,11 +386,14 @@ def _umount(target: Path) -> None:
 # --- paths inside the container's root --------------------------------------------
 
 
-def _resolve_in_root(root: Path, path: str) -> str:
+def resolve_in_root(root: Path, path: str) -> str:
     """``path`` with symlinks resolved as the container sees them, relative to root.
 
-    A link can never lead outside ``root``: ``..`` stops at the root, as in a chroot.
-    Components that do not exist are kept as they are.
+    A link can never lead outside ``root``: ``..`` stops at the root, as in a chroot,
+    and an absolute link starts again from ``root``. Components that do not exist
+    are kept as they are. Use it for every path named inside a root filesystem
+    (a mount target, a bind source in a stage, a file copied from one) before
+    handing it to the host's kernel, which would follow the links on the host.
     """
     parts = [p for p in path.split("/") if p not in ("", ".")]
     done: list[str] = []
@@ -418,7 +422,7 @@ def _resolve_in_root(root: Path, path: str) -> str:
 
 def _read_in_root(root: Path, path: str) -> str:
     try:
-        return root.joinpath(_resolve_in_root(root, path)).read_text(errors="replace")
+        return root.joinpath(resolve_in_root(root, path)).read_text(errors="replace")
     except OSError:
         return ""
 
@@ -537,7 +541,7 @@ class _Stubs:
 def _make_stubs(root: Path, targets: Sequence[tuple[str, bool]]) -> _Stubs:
     stubs = _Stubs()
     for target, is_dir in targets:
-        resolved = _resolve_in_root(root, target)
+        resolved = resolve_in_root(root, target)
         parts = resolved.split("/") if resolved else []
         for depth in range(1, len(parts) + 1):
             rel = "/".join(parts[:depth])
@@ -610,7 +614,7 @@ def _is_whiteout(path: Path, st: os.stat_result) -> bool:
 
 
 def _make_workdir(root: Path, cwd: str) -> None:
-    resolved = _resolve_in_root(root, cwd)
+    resolved = resolve_in_root(root, cwd)
     if resolved:
         root.joinpath(resolved).mkdir(mode=0o755, parents=True, exist_ok=True)
 
@@ -628,10 +632,10 @@ def _missing_executable(root: Path, spec: RunSpec, user: _User) -> str | None:
         env = dict(item.partition("=")[::2] for item in _environment(spec, user))
         candidates = [f"{d or '.'}/{command}" for d in env.get("PATH", "").split(":")]
     mounted = [
-        _resolve_in_root(root, target) + "/" for target, _ in _mount_targets(spec)
+        resolve_in_root(root, target) + "/" for target, _ in _mount_targets(spec)
     ]
     for candidate in candidates:
-        resolved = _resolve_in_root(root, candidate)
+        resolved = resolve_in_root(root, candidate)
         if any(resolved.startswith(m) for m in mounted):
             return None  # inside a mount: only the container can tell
         path = root / resolved
@@ -1076,7 +1080,7 @@ def _chroot_argv(
     def inside(target: str) -> str:
         # Mount points as the container resolves them, so no symlink in the image
         # can point a mount at the host's own directories.
-        return "/" + _resolve_in_root(root, target)
+        return "/" + resolve_in_root(root, target)
 
     config = {
         "root": str(root),
