@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import logging
+import subprocess
 import uuid
 
 import httpx
@@ -24,6 +25,7 @@ from platforge.registry.copy import (
     Registries,
     copy_image,
     layout_root,
+    pull_rootfs,
     pull_to_layout,
     push_layout,
 )
@@ -457,3 +459,38 @@ def test_pull_refuses_a_non_empty_destination_and_push_a_foreign_digest(
         pinned = Reference(ref.registry, ref.repository, None, other)
         with pytest.raises(LayoutError, match=str(descriptor.digest)):
             push_layout(layout.path, pinned, registries=registries)
+
+
+@pytest.fixture
+def tiny_mount(tmp_path):
+    """A 1 MiB tmpfs of this test's own, to meet a full disk for real."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("pull", [pull_to_layout, pull_rootfs])
+def test_pull_into_a_full_disk_or_under_a_file_is_one_error_leaving_nothing(
+    registry_plain, tmp_path, tiny_mount, pull
+):
+    layout, _ = small_layout(tmp_path / "img", size=3_000_000)
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    with Registries() as registries:
+        push_layout(layout.path, ref, registries=registries)
+    (tmp_path / "file").write_text("x")
+
+    for dest in (tiny_mount / "pulled", tmp_path / "file" / "sub"):
+        with Registries() as registries, pytest.raises(LayoutError) as info:
+            pull(ref, dest, registries=registries)
+        assert f"cannot write {dest}" in str(info.value)
+        assert "\n" not in str(info.value)
+    assert list(tiny_mount.iterdir()) == []
+    assert (tmp_path / "file").read_text() == "x"

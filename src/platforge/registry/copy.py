@@ -601,21 +601,33 @@ def copy_image(
 
 @contextlib.contextmanager
 def _staged(dest: Path) -> Iterator[Path]:
-    """A directory to fill that becomes ``dest`` only if everything succeeds."""
-    if dest.exists() and any(dest.iterdir()):
+    """A directory to fill that becomes ``dest`` only if everything succeeds.
+
+    A file system failure (no space, a file where a directory should be) is one
+    ``LayoutError`` naming ``dest``; nothing is left behind.
+    """
+    if dest.is_dir() and any(dest.iterdir()):
         raise LayoutError(
             f"destination {dest} exists and is not empty; choose a new directory"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    staging: Path | None = None
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent)
+        )
         yield staging
         if dest.exists():
             dest.rmdir()
         staging.replace(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except OSError as exc:
+        raise LayoutError(
+            f"cannot write {dest}: {exc.strerror or exc}; free some space or choose "
+            "another destination"
+        ) from exc
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _download_plan(
