@@ -9,12 +9,14 @@ unregistering the kernel's real handlers would break every other user of the hos
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -25,9 +27,6 @@ from platforge.oci.content import ImageConfig, Manifest
 from platforge.oci.digest import Digest
 from platforge.oci.layer import Entry, entries_from_directory, write_layer
 from platforge.oci.layout import Layout
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 APPLETS = ["sh", "true", "echo", "cat", "ls", "id", "env", "pwd", "uname", "rm"]
 
@@ -393,3 +392,40 @@ def test_platform_must_match_an_image_that_is_a_lone_manifest(
         env=run_env,
     )
     assert same.returncode == 0, same.stderr
+
+
+def _processes_running(argument: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if argument.encode() in (entry / "cmdline").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
+def test_sigterm_stops_the_container_and_cleans_up(amd64_tree, tmp_path, run_env):
+    build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    run_dir = tmp_path / "run-dir"  # where the sandbox keeps its per-run files
+    run_dir.mkdir()
+    marker = "4417"  # an argument of sleep that nothing else on the host uses
+    command = ["sh", "-c", f"echo started; exec sleep {marker}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "platforge", "run", str(tmp_path / "image"), *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **run_env, "PLATFORGE_RUN_DIR": str(run_dir)},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        assert _processes_running(marker)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert _processes_running(marker) == []
+    assert list(run_dir.iterdir()) == []
+    assert str(tmp_path) not in Path("/proc/self/mounts").read_text()
