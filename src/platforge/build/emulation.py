@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import logging
 import os
-import platform as _host
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from platforge import platforms
 from platforge.errors import EmulationError
 
 if TYPE_CHECKING:
@@ -101,20 +101,6 @@ _NATIVE = {
 # Architectures `status` lists when none are asked for.
 DEFAULT_ARCHITECTURES = ("amd64", "386", "arm64", "arm", "ppc64le", "s390x", "riscv64")
 
-_MACHINE_TO_OCI = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "i386": "386",
-    "i686": "386",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
-
 
 def binfmt_dir() -> Path:
     """The binfmt_misc directory consulted (``PLATFORGE_BINFMT_DIR`` overrides)."""
@@ -139,8 +125,7 @@ def qemu_name(architecture: str) -> str:
 
 def native_architectures() -> tuple[str, ...]:
     """OCI architectures this host runs without emulation (amd64 also runs 386)."""
-    machine = _host.machine()
-    arch = _MACHINE_TO_OCI.get(machine, machine)
+    arch = platforms.host().architecture
     return _NATIVE.get(arch, (arch,))
 
 
