@@ -333,7 +333,7 @@ def emulation_status(architectures: tuple[str, ...]) -> None:
     """Show, per architecture, whether containers of it can run here.
 
     ARCHITECTURES are OCI or QEMU names or platforms (arm64, aarch64, linux/arm/v7);
-    none means every architecture QEMU knows.
+    none means the common ones (amd64, 386, arm64, arm, ppc64le, s390x, riscv64).
 
     \b
     Example:
