@@ -365,6 +365,8 @@ def main() -> None:
         if have_bk:
             load_buildkit_bases(buildkit, busybox, work)
         print(f"== platforge build benchmarks (work dir {work}) ==", flush=True)
+        startup = min(timed([PY, "-m", "platforge", "--version"])[0] for _ in range(3))
+        print(f"platforge process start-up (--version): {startup:.2f}s", flush=True)
         bench = Bench(work, base, registry.host, buildkit if have_bk else None)
         seed(bench)
         runs(bench)
