@@ -58,6 +58,7 @@ __all__ = [
     "host",
     "normalize",
     "only",
+    "only_strict",
     "parse",
     "parse_list",
     "to_json",
