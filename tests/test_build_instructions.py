@@ -56,9 +56,14 @@ def test_heredocs_create_files_and_run_scripts(tmp_path, tmp_store, base):
         tmp_store,
         f"FROM {base}\n"
         "COPY <<EOF /etc/app.conf\nname=demo\nEOF\n"
-        "RUN <<EOT\necho first > /script-out\necho second >> /script-out\nEOT\n",
+        "RUN <<EOT\necho first > /script-out\necho second >> /script-out\nEOT\n"
+        "ENV WHO=world\n"
+        "RUN cat <<EOF > /greeting && cat <<'RAW' > /raw\nhello $WHO\nEOF\n"
+        "not $WHO\nRAW\n",
     )
     assert (root / "etc" / "app.conf").read_text() == "name=demo\n"
+    assert (root / "greeting").read_text() == "hello world\n"
+    assert (root / "raw").read_text() == "not $WHO\n"
     assert (root / "script-out").read_text() == "first\nsecond\n"
 
 

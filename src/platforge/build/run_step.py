@@ -61,6 +61,11 @@ def command_of(state: ImageState, step: Step) -> list[str]:
     if step.heredocs and text.strip().startswith("<<"):
         # "RUN <<EOF" runs the here-document as the shell's script.
         return [*shell_of(state), step.heredocs[0].content]
+    if step.heredocs:
+        # "RUN cat <<EOF > f": the shell reads the here-documents itself, so it
+        # gets them back after the command line, each closed by its delimiter.
+        bodies = "".join(f"{doc.content}{doc.name}\n" for doc in step.heredocs)
+        text = f"{text}\n{bodies}"
     return [*shell_of(state), text]
 
 
