@@ -105,6 +105,28 @@ def test_oci_archive_is_reproducible(tmp_path):
     assert (tmp_path / "one.tar").read_bytes() == (tmp_path / "two.tar").read_bytes()
 
 
+@pytest.mark.parametrize(
+    ("dest", "why"),
+    [("file/img.tar", "Not a directory|File exists"), ("directory", "Is a directory")],
+)
+def test_an_unwritable_destination_is_one_error_and_leaves_nothing(tmp_path, dest, why):
+    layout, _ = two_platform_layout(tmp_path / "src")
+    (tmp_path / "file").write_text("not a directory\n")
+    (tmp_path / "directory").mkdir()
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(ArchiveError, match=f"cannot write {tmp_path / dest}: ({why})"):
+        write_oci_archive(layout, tmp_path / dest)
+    with pytest.raises(ArchiveError, match=f"cannot write {tmp_path / dest}: ({why})"):
+        write_docker_archive(
+            layout,
+            tmp_path / dest,
+            layout.resolve("v1"),
+            platform=parse_platform("linux/amd64"),
+        )
+    assert sorted(tmp_path.iterdir()) == before
+    assert list((tmp_path / "directory").iterdir()) == []
+
+
 def test_reading_an_oci_archive_with_a_corrupt_blob_fails_and_leaves_no_blob(tmp_path):
     layout, top = two_platform_layout(tmp_path / "src")
     write_oci_archive(layout, tmp_path / "img.tar")

@@ -84,9 +84,16 @@ def _copy_in_chunks(tar: tarfile.TarFile) -> None:
 
 @contextlib.contextmanager
 def _tar_writer(dest: Path) -> Iterator[tarfile.TarFile]:
-    """A tar written to a temporary file that replaces ``dest`` only when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    """A tar written to a temporary file that replaces ``dest`` only when complete.
+
+    Failing to write (no space, a file where a directory should be, ``dest`` a
+    directory) is an ArchiveError naming ``dest``; nothing is left behind.
+    """
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    except OSError as exc:
+        raise _cannot_write(dest, exc) from exc
     temp = Path(temp_name)
     try:
         with (
@@ -100,9 +107,19 @@ def _tar_writer(dest: Path) -> Iterator[tarfile.TarFile]:
             os.fsync(out.fileno())
         temp.chmod(0o644)
         temp.replace(dest)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise _cannot_write(dest, exc) from exc
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(dest: Path, exc: OSError) -> ArchiveError:
+    return ArchiveError(
+        f"cannot write {dest}: {exc.strerror or exc}; give a path in a writable "
+        "directory with room for the archive, not an existing directory"
+    )
 
 
 def _member(name: str, size: int = 0, *, directory: bool = False) -> tarfile.TarInfo:
