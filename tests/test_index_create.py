@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from platforge import platforms
-from platforge.oci.content import ImageConfig, Manifest
+from platforge.oci import mediatypes as mt
+from platforge.oci.content import Descriptor, ImageConfig, Manifest
+from platforge.oci.digest import Digest
 from platforge.oci.layer import Entry, write_layer
 from platforge.oci.layout import Layout
 
@@ -234,3 +236,31 @@ def test_ca_file_lets_index_create_verify_a_tls_registry(
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("sha256:")
+
+
+def test_attestations_ride_along_only_with_the_image_they_describe():
+    from platforge.cli.run_cmds import _Entry, _merge  # noqa: PLC0415 - one test
+
+    def entry(name: str, platform: str | None, describes: str | None = None):
+        annotations = (
+            {}
+            if describes is None
+            else {"vnd.docker.reference.digest": str(Digest.of(describes.encode()))}
+        )
+        descriptor = Descriptor(
+            mt.OCI_MANIFEST,
+            Digest.of(name.encode()),
+            1,
+            None if platform is None else platforms.parse(platform),
+            annotations,
+        )
+        return _Entry("src", descriptor)
+
+    image = entry("image", "linux/amd64")
+    kept = entry("attestation of image", None, describes="image")
+    orphan = entry("attestation of another", None, describes="another")
+    artifact = entry("artifact", None)
+
+    merged = _merge([image, kept, orphan, artifact], prefer=())
+
+    assert merged == [image, kept, artifact]

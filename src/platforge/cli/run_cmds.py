@@ -551,18 +551,15 @@ def _merge(entries: Sequence[_Entry], prefer: Sequence[str]) -> list[_Entry]:
                 f"pass --prefer {held.source} or --prefer {entry.source}"
             )
         chosen[key] = winners[0]
-    kept = {e.descriptor.digest for e in chosen.values()}
-    riders = [
-        e
-        for e in extras.values()
-        if e.descriptor.annotations.get("vnd.docker.reference.digest") in _strs(kept)
-        or "vnd.docker.reference.digest" not in e.descriptor.annotations
-    ]
+    # An attestation rides along only with the image it describes; an artifact
+    # that names no image always does.
+    kept = {str(e.descriptor.digest) for e in chosen.values()}
+    riders = []
+    for extra in extras.values():
+        described = extra.descriptor.annotations.get("vnd.docker.reference.digest")
+        if described is None or described in kept:
+            riders.append(extra)
     return [*chosen.values(), *riders]
-
-
-def _strs(digests: set[Digest]) -> set[str]:
-    return {str(d) for d in digests}
 
 
 def _copy_children(
