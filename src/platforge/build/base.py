@@ -180,7 +180,11 @@ class BaseResolver:
             )
             for d, diff_id in zip(manifest.layers, diff_ids, strict=True)
         ]
-        # Triggers and the inherited CMD flag are the child's business.
+        # What the classic builder recorded about the base's own last build
+        # container describes that build, not the image being made (BuildKit
+        # drops these fields too).
+        for key in ("container", "container_config", "docker_version"):
+            config.pop(key, None)
         return ImageState(config, layers)
 
     # -- OCI layouts ---------------------------------------------------------
