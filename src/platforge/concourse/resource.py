@@ -9,6 +9,7 @@ CLI prints one line and exits 1), with any secret from the request masked.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import IO, TYPE_CHECKING, Any
 
@@ -59,10 +60,22 @@ def _start(stdin: IO[str]) -> tuple[dict[str, Any], Source]:
     request = read_request(stdin)
     source = parse_source(request.get("source"))
     if source.debug:
-        logging.getLogger("platforge").setLevel(logging.DEBUG)
+        _debug_logging()
     announce_retries()
-    log.debug("request", extra={"request": described(request)})
+    log.debug("request: %s", json.dumps(described(request)))
     return request, source
+
+
+def _debug_logging() -> None:
+    """``source.debug``: every platforge log line, with its level and logger.
+
+    The CLI set stderr up for plain progress lines; debugging needs to see which
+    part of platforge spoke, as ``--debug`` shows it.
+    """
+    logging.getLogger("platforge").setLevel(logging.DEBUG)
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
 
 
 def run_check(stdin: IO[str], stdout: IO[str]) -> None:
