@@ -154,3 +154,15 @@ def test_two_platforms_give_a_layout_whose_one_entry_is_the_index(
         for m in raw["manifests"]
     ]
     assert platforms == [("amd64", None), ("arm64", None), ("arm", "v7")]
+
+
+@pytest.mark.registry
+def test_missing_base_image_is_one_line_naming_it(context, tmp_path, registry_plain):
+    base = f"{registry_plain.host}/nobody/home:1"
+    (context / "Dockerfile").write_text(f"FROM {base}\nCOPY hello.txt /\n")
+    ran = _platforge("build", str(context), cwd=tmp_path)
+    assert ran.returncode == 1
+    lines = [line for line in ran.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1
+    assert base in lines[0]
+    assert "Traceback" not in ran.stderr
