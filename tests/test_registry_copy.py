@@ -5,6 +5,7 @@ httpx transport), so "sends nothing" is measured, not assumed.
 """
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -19,6 +20,7 @@ from platforge import platforms
 from platforge.errors import AuthError, DigestMismatchError, LayoutError, NotFoundError
 from platforge.oci.content import Index
 from platforge.oci.layout import Layout
+from platforge.registry import copy as copy_module
 from platforge.registry.auth import Credentials, parse_challenges
 from platforge.registry.client import RegistryClient
 from platforge.registry.copy import (
@@ -494,3 +496,48 @@ def test_pull_into_a_full_disk_or_under_a_file_is_one_error_leaving_nothing(
         assert "\n" not in str(info.value)
     assert list(tiny_mount.iterdir()) == []
     assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "chunk_size", [None, 256 * 1024], ids=["monolithic", "chunked"]
+)
+def test_corrupt_big_blob_is_caught_as_it_uploads_and_never_committed(
+    registry_plain, tmp_path, monkeypatch, chunk_size
+):
+    # Every blob takes the big-blob path: verified while it uploads, not before.
+    monkeypatch.setattr(copy_module, "VERIFY_FIRST_MAX", 0)
+    layout, descriptor = small_layout(tmp_path / "img", size=3_000_000)
+    layer = layout.read_manifest(descriptor).layers[0]
+    path = layout.blob_path(layer.digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    registries, counters = _counting_registries(chunk_size=chunk_size)
+    with registries, pytest.raises(DigestMismatchError, match="not committed"):
+        push_layout(layout.path, ref, registries=registries)
+
+    requests = counters[0].requests
+    assert any(method == "DELETE" for method, _ in requests), "session not cancelled"
+    if chunk_size is None:
+        # The last piece was held back: the registry never had the whole body.
+        assert counters[0].upload_bytes < layer.size
+    corrupt = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert not registry_plain.blob_path(corrupt).exists()
+    with RegistryClient(registry_plain.host) as client:
+        assert client.blob_size(ref.repository, str(layer.digest)) is None
+        with pytest.raises(NotFoundError):
+            client.get_manifest(ref.repository, "v1")
+        with pytest.raises(NotFoundError):
+            client.get_manifest(ref.repository, str(descriptor.digest))
+
+
+def test_a_blob_missing_from_the_layout_is_named(registry_plain, tmp_path, monkeypatch):
+    monkeypatch.setattr(copy_module, "VERIFY_FIRST_MAX", 0)
+    layout, descriptor = small_layout(tmp_path / "img")
+    layer = layout.read_manifest(descriptor).layers[0]
+    layout.blob_path(layer.digest).unlink()
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    with Registries() as registries, pytest.raises(LayoutError, match="lacks blob"):
+        push_layout(layout.path, ref, registries=registries)

@@ -28,6 +28,14 @@ on real registries):
    (or when asked for): ``PATCH`` chunks of at least ``OCI-Chunk-Min-Length`` bytes,
    each resumed from the ``Range`` the server reports, then ``PUT ?digest=``.
 
+An upload is hashed as it is sent, in the same pass, and is committed only when
+the bytes match the digest, so a corrupt source is never stored whether or not the
+registry checks digests itself. Monolithic: the last piece of the body is held back
+until the whole blob is hashed; on a mismatch the request is aborted short of its
+``Content-Length``, which no registry commits. Chunked: the final ``PUT ?digest=``
+is sent only after the hash matched. Either way the session is then cancelled
+(``DELETE``) and :class:`~platforge.errors.DigestMismatchError` raised.
+
 Downloads are hashed while they stream to a temp file beside the destination, which
 is renamed into place only when digest and size match; a mismatch raises
 :class:`~platforge.errors.DigestMismatchError` and leaves nothing behind.
@@ -39,7 +47,6 @@ is a seam (``wrap_transport``) so tests can count bytes or inject faults.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -60,6 +67,7 @@ from platforge.errors import (
     RegistryError,
     TransportError,
 )
+from platforge.oci.digest import Digest, Hasher
 from platforge.registry.auth import (
     Authenticator,
     Credentials,
@@ -132,7 +140,6 @@ class _Upload(NamedTuple):
     size: int
     opener: BlobOpener
     progress: ProgressFn | None
-    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -146,20 +153,6 @@ class ManifestInfo:
     @property
     def size(self) -> int:
         return len(self.raw)
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _hasher(digest: str) -> Any:
-    algorithm = digest.partition(":")[0]
-    if algorithm not in {"sha256", "sha384", "sha512"}:
-        raise DigestMismatchError(
-            f"cannot verify digest {digest}: algorithm {algorithm!r} is not supported; "
-            "use sha256 or sha512"
-        )
-    return hashlib.new(algorithm)
 
 
 class RegistryClient:
@@ -493,15 +486,14 @@ class RegistryClient:
         mount_from: str | None = None,
         progress: ProgressFn | None = None,
         check: bool = True,
-        verified: bool = False,
     ) -> str:
         """Make ``repository`` hold the blob; return ``exists``/``mounted``/``pushed``.
 
         ``opener`` opens the blob's bytes from the start (it may be called again on a
         retry). ``mount_from`` names a repository of this registry holding the blob.
-        ``check=False`` skips the ``HEAD`` when the caller just asked it;
-        ``verified=True`` skips hashing the bytes on the way when the caller just
-        verified the source (the registry checks the digest on commit anyway).
+        ``check=False`` skips the ``HEAD`` when the caller just asked it. Bytes that
+        do not match ``digest`` and ``size`` raise DigestMismatchError and are not
+        committed (see the module docstring).
         """
         describe = f"push blob {digest} to {self.registry}/{repository}"
         if check and self.blob_size(repository, digest) is not None:
@@ -532,9 +524,7 @@ class RegistryClient:
             # The registry declined the mount and opened an upload session.
             location = _session(response)
 
-        upload = _Upload(
-            repository, scopes, digest, size, opener, progress, verify=not verified
-        )
+        upload = _Upload(repository, scopes, digest, size, opener, progress)
 
         def attempt() -> str:
             nonlocal location
@@ -567,9 +557,9 @@ class RegistryClient:
 
     def _upload_monolithic(self, upload: _Upload, session: _Session) -> bool:
         """``PUT`` the whole blob; return True when the registry wants chunks."""
-        repository, scopes, digest, size, opener, progress, _ = upload
+        repository, scopes, digest, size, opener, progress = upload
         url = self._absolute(session.location).copy_merge_params({"digest": digest})
-        with opener() as source:
+        with opener() as source, self._cancel_on_mismatch(url, scopes):
             response = self._send(
                 "PUT",
                 url,
@@ -578,9 +568,7 @@ class RegistryClient:
                     "Content-Type": "application/octet-stream",
                     "Content-Length": str(size),
                 },
-                content=lambda: _stream(
-                    source, size, digest, progress, verify=upload.verify
-                ),
+                content=lambda: _stream(source, size, digest, progress),
             )
         if response.status_code == 201:
             return False
@@ -595,15 +583,21 @@ class RegistryClient:
         raise self._error(response, f"push blob {digest} to", repository)
 
     def _upload_chunked(self, upload: _Upload, session: _Session) -> None:
-        repository, scopes, digest, size, opener, progress, _ = upload
+        repository, scopes, digest, size, opener, progress = upload
         chunk = max(self.chunk_size or DEFAULT_CHUNK_UPLOAD, session.min_chunk)
         url = self._absolute(session.location)
+        hasher = Hasher(Digest.parse(digest).algorithm)
         offset = 0
-        with opener() as source:
+        with opener() as source, self._cancel_on_mismatch(url, scopes):
             while offset < size:
                 length = min(chunk, size - offset)
                 _seek(source, offset)
                 data = _read_exact(source, length)
+                # A resumed chunk re-sends bytes already hashed; hash only new ones.
+                # Offsets never pass what was hashed: see the Range check below.
+                hasher.update(memoryview(data)[hasher.size - offset :])
+                if len(data) < length:
+                    _check_sent(hasher, digest, size)  # ended early: raises
                 response = self._send(
                     "PATCH",
                     url,
@@ -625,11 +619,31 @@ class RegistryClient:
                 url = self._absolute(response.headers.get("location") or str(url))
                 # Resume from what the server says it holds, not from what we sent.
                 offset = _range_end(response.headers.get("range"), offset + length)
+                if offset > hasher.size:
+                    raise RegistryError(
+                        f"registry {self.registry} claims {offset} bytes of {digest} "
+                        f"after {hasher.size} were sent to {repository}; the "
+                        "registry's upload is broken"
+                    )
                 emit(progress, BlobEvent("bytes", digest, size, nbytes=length))
+            _check_sent(hasher, digest, size, source.read(1))
         final = url.copy_merge_params({"digest": digest})
         response = self._send("PUT", final, scopes, headers={"Content-Length": "0"})
         if response.status_code != 201:
             raise self._error(response, f"finish upload of {digest} to", repository)
+
+    @contextlib.contextmanager
+    def _cancel_on_mismatch(
+        self, url: httpx.URL, scopes: tuple[str, ...]
+    ) -> Iterator[None]:
+        """Cancel the upload session at ``url`` when the bytes proved corrupt."""
+        try:
+            yield
+        except DigestMismatchError:
+            # Best effort: an abandoned session expires on the registry anyway.
+            with contextlib.suppress(RegistryError, httpx.HTTPError):
+                self._send("DELETE", url.copy_remove_param("digest"), scopes).close()
+            raise
 
     def delete_blob(self, repository: str, digest: str) -> None:
         response = self._call(
@@ -705,7 +719,7 @@ class RegistryClient:
         )
         if response.status_code not in {200, 201}:
             raise self._error(response, f"push manifest {reference} to", repository)
-        return _sha256(raw)
+        return str(Digest.of(raw))
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         response = self._call(
@@ -796,11 +810,9 @@ def _registry_message(response: httpx.Response) -> str:
 
 
 def _digest_of(raw: bytes, expected: str | None) -> str:
-    if expected and ":" in expected:
-        hasher = _hasher(expected)
-        hasher.update(raw)
-        return f"{expected.partition(':')[0]}:{hasher.hexdigest()}"
-    return _sha256(raw)
+    """``raw``'s digest, in the algorithm of ``expected`` when one is known."""
+    algorithm = Digest.parse(expected).algorithm if expected else "sha256"
+    return str(Digest.of(raw, algorithm))
 
 
 def _next_link(header: str | None) -> str | None:
@@ -852,42 +864,43 @@ def _read_exact(source: IO[bytes], length: int) -> bytes:
     return b"".join(parts)
 
 
+def _check_sent(hasher: Hasher, digest: str, size: int, more: bytes = b"") -> None:
+    """Raise unless exactly the blob passed ``hasher`` (``more``: bytes past it)."""
+    if more:
+        raise DigestMismatchError(
+            f"blob {digest}: the source holds more than {size} bytes; it is corrupt "
+            "and the upload was not committed"
+        )
+    try:
+        hasher.verify(Digest.parse(digest), size)
+    except DigestMismatchError as exc:
+        raise DigestMismatchError(f"{exc}; the upload was not committed") from None
+
+
 def _stream(
-    source: IO[bytes],
-    size: int,
-    digest: str,
-    progress: ProgressFn | None,
-    *,
-    verify: bool = True,
+    source: IO[bytes], size: int, digest: str, progress: ProgressFn | None
 ) -> Iterator[bytes]:
-    """Yield the blob in 1 MiB pieces from the start, checking size and digest."""
+    """Yield the blob in 1 MiB pieces from the start, checking size and digest.
+
+    The last piece is held back until the whole blob is hashed, so a corrupt source
+    never reaches the registry whole (the request declares ``Content-Length``).
+    """
     if source.seekable():
         source.seek(0)
-    hasher = _hasher(digest) if verify else None
-    sent = 0
-    while True:
-        data = source.read(CHUNK)
-        if not data:
-            break
-        if hasher is not None:
-            hasher.update(data)
-        sent += len(data)
-        emit(progress, BlobEvent("bytes", digest, size, nbytes=len(data)))
-        yield data
-    if hasher is None:
-        if sent != size:
-            raise DigestMismatchError(
-                f"blob {digest} read as {sent} bytes, expected {size}; the source "
-                "changed while it was sent"
-            )
-        return
-    actual = f"{digest.partition(':')[0]}:{hasher.hexdigest()}"
-    if sent != size or actual != digest:
-        # Raising inside the body aborts the request, so the registry never commits it.
-        raise DigestMismatchError(
-            f"blob {digest} read as {sent} bytes hashing to {actual} (expected "
-            f"{size} bytes); the source is corrupt"
-        )
+    hasher = Hasher(Digest.parse(digest).algorithm)
+    held = b""
+    while data := source.read(CHUNK):
+        if held:
+            if hasher.size >= size:
+                _check_sent(hasher, digest, size, data)  # too long: raises
+            emit(progress, BlobEvent("bytes", digest, size, nbytes=len(held)))
+            yield held
+        hasher.update(data)
+        held = data
+    _check_sent(hasher, digest, size)
+    if held:
+        emit(progress, BlobEvent("bytes", digest, size, nbytes=len(held)))
+        yield held
 
 
 def _write_verified(
@@ -899,7 +912,7 @@ def _write_verified(
     describe: str,
     progress: ProgressFn | None,
 ) -> None:
-    hasher = _hasher(digest)
+    hasher = Hasher(Digest.parse(digest).algorithm)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=".partial-", dir=dest.parent)
     received = 0
@@ -923,10 +936,10 @@ def _write_verified(
 
 
 def _check_received(
-    hasher: Any, received: int, digest: str, size: int | None, describe: str
+    hasher: Hasher, received: int, digest: str, size: int | None, describe: str
 ) -> None:
-    actual = f"{digest.partition(':')[0]}:{hasher.hexdigest()}"
-    if actual != digest or (size is not None and received != size):
+    actual = hasher.digest()
+    if str(actual) != digest or (size is not None and received != size):
         expected = f"{digest} ({size} bytes)" if size is not None else digest
         raise DigestMismatchError(
             f"{describe}: received {received} bytes hashing to {actual}, expected "

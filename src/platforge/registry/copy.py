@@ -12,10 +12,14 @@ one order, so that nothing ever points at content that is not there yet:
 When the target repository lists the root digest already, steps 1-3 are skipped: a
 registry accepts a manifest only once everything it refers to is there.
 
-Before a push from a layout, every blob the registry lacks is verified against its
-digest, so a corrupt layout is refused with nothing sent. Downloads are verified as
-they stream (see :mod:`platforge.registry.client`); a pull into a new directory is
-staged beside it and renamed into place, so a failed pull leaves nothing.
+A push from a layout never stores a corrupt blob and never names one: small blobs
+the registry lacks (configs, small layers, up to 8 MiB) are verified before anything
+is sent, so their corruption leaves the registry untouched; bigger ones are hashed
+while they upload, in the same pass, and the registry commits one only when its
+bytes match (see :mod:`platforge.registry.client`). A mismatch stops the push
+before any manifest or tag: other intact blobs may be stored by then, but nothing
+refers to them. Downloads are verified as they stream; a pull into a new directory
+is staged beside it and renamed into place, so a failed pull leaves nothing.
 
 Which image a layout holds: ``index.json`` with one entry is that image (an entry
 that is itself an index is pushed as that index); with several entries, the one
@@ -58,7 +62,7 @@ from platforge.oci.content import (
     Manifest,
     parse_manifest,
 )
-from platforge.oci.digest import CHUNK_SIZE, Digest, Hasher
+from platforge.oci.digest import Digest, digest_stream
 from platforge.oci.layout import Layout
 from platforge.registry.client import ManifestInfo, RegistryClient
 from platforge.registry.progress import BlobEvent, ProgressFn, emit
@@ -89,6 +93,8 @@ log = logging.getLogger("platforge.registry.copy")
 
 # Image configs are small; a bigger one is not read whole.
 _MAX_CONFIG = 4 << 20
+# Blobs up to this size are verified before a push sends anything.
+VERIFY_FIRST_MAX = 8 << 20
 
 
 @dataclass
@@ -194,7 +200,13 @@ class _LayoutSource:
     def open_blob(
         self, descriptor: Descriptor
     ) -> contextlib.AbstractContextManager[IO[bytes]]:
-        return self.layout.blob_path(descriptor.digest).open("rb")
+        try:
+            return self.layout.blob_path(descriptor.digest).open("rb")
+        except FileNotFoundError:
+            raise LayoutError(
+                f"layout {self.layout.path} lacks blob {descriptor.digest}; rebuild "
+                "or re-pull the layout"
+            ) from None
 
 
 @dataclass
@@ -313,27 +325,14 @@ def _in_parallel(
     return actions
 
 
-def _verify_blob(layout: Layout, descriptor: Descriptor) -> str:
-    path = layout.blob_path(descriptor.digest)
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise LayoutError(
-            f"layout {layout.path} lacks blob {descriptor.digest}; rebuild or re-pull "
-            "the layout"
-        ) from None
-    hasher = Hasher(descriptor.digest.algorithm)
-    size = 0
-    with handle:
-        while data := handle.read(CHUNK_SIZE):
-            hasher.update(data)
-            size += len(data)
-    actual = hasher.digest()
+def _verify_blob(source: _LayoutSource, descriptor: Descriptor) -> str:
+    with source.open_blob(descriptor) as handle:
+        actual, size = digest_stream(handle, descriptor.digest.algorithm)
     if actual != descriptor.digest or size != descriptor.size:
         raise DigestMismatchError(
-            f"layout {layout.path}: blob {descriptor.digest} is corrupt ({size} bytes "
-            f"hashing to {actual}, expected {descriptor.size} bytes); nothing was "
-            "pushed, rebuild the layout"
+            f"layout {source.layout.path}: blob {descriptor.digest} is corrupt ({size} "
+            f"bytes hashing to {actual}, expected {descriptor.size} bytes); nothing "
+            "was pushed, rebuild the layout"
         )
     return "verified"
 
@@ -346,7 +345,6 @@ def _push_plan(
     *,
     parallel: int,
     progress: ProgressFn | None,
-    verify: Layout | None = None,
 ) -> dict[str, str]:
     mount_from = None
     if source.registry == target.registry and source.repository != repository:
@@ -359,8 +357,11 @@ def _push_plan(
 
     state = _in_parallel(missing, plan.blobs, parallel)
     needed = [b for b in plan.blobs if state[str(b.digest)] == "missing"]
-    if verify is not None:
-        _in_parallel(functools.partial(_verify_blob, verify), needed, parallel)
+    if isinstance(source, _LayoutSource):
+        # Big blobs are verified as they upload; a second pass would cost as much
+        # as the upload itself.
+        small = [b for b in needed if b.size <= VERIFY_FIRST_MAX]
+        _in_parallel(functools.partial(_verify_blob, source), small, parallel)
 
     def send(blob: Descriptor) -> str:
         digest = str(blob.digest)
@@ -373,7 +374,6 @@ def _push_plan(
             mount_from=mount_from,
             progress=progress,
             check=False,
-            verified=verify is not None,
         )
         emit(progress, BlobEvent("done", digest, blob.size, action))
         return action
@@ -514,7 +514,6 @@ def push_layout(
             reference.repository,
             parallel=registries.parallel,
             progress=progress,
-            verify=layout,
         )
     wanted = [reference.tag] if reference.tag else []
     _push_root(
