@@ -242,3 +242,19 @@ def test_run_bind_mount_from_another_stage(tmp_path, tmp_store, base):
     )
     assert (root / "copied").read_text() == "from-tools\n"
     assert not (root / "tool-output").exists()
+
+
+@pytest.mark.privileged
+def test_onbuild_of_an_earlier_stage_fires_in_each_stage_built_from_it(
+    tmp_path, tmp_store, base
+):
+    root, _, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base} AS template\nONBUILD RUN echo triggered >> /log\n"
+        "FROM template AS one\nRUN echo one >> /log\n"
+        "FROM template\nCOPY --from=one /log /one.log\n",
+    )
+    assert (root / "log").read_text() == "triggered\n"
+    assert (root / "one.log").read_text() == "triggered\none\n"
+    assert not config["config"].get("OnBuild")

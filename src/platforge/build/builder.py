@@ -203,13 +203,14 @@ class BuildSession:
         platform = platforms.format(plan.target_platform)
         name = stage.name or f"stage-{stage.index}"
         state = self._start(plan, stage)
+        # ONBUILD triggers of the base (an image or an earlier stage, as if that
+        # stage had been built into an image first) run before the stage's own
+        # steps and are not passed on.
         triggers = list(state.run_config.get("OnBuild") or [])
-        if triggers and stage.base.kind != "stage":
+        if triggers:
             state.run_config["OnBuild"] = None
-            for step in self._trigger_steps(triggers, state):
+            for step in self._trigger_steps(plan, triggers, state):
                 state = self.step(plan, stage, state, step, 0)
-        elif triggers:
-            state.run_config["OnBuild"] = None
         for number, step in enumerate(stage.steps, start=1):
             started = time.monotonic()
             self.emit(
@@ -230,7 +231,18 @@ class BuildSession:
             )
         return state
 
-    def _trigger_steps(self, triggers: list[str], state: ImageState) -> list[Step]:
+    def _from_ref(self, plan: Plan, name: str) -> FromRef:
+        """What ``--from=NAME`` of a trigger means in the calling Dockerfile."""
+        for candidate in plan.stages:
+            if candidate.name == name or str(candidate.index) == name:
+                return planner.FromRef("stage", name, candidate.index)
+        if name in self.request.build_contexts:
+            return planner.FromRef("context", name)
+        return planner.FromRef("image", name)
+
+    def _trigger_steps(
+        self, plan: Plan, triggers: list[str], state: ImageState
+    ) -> list[Step]:
         """ONBUILD triggers of the base image, as steps of this stage."""
         parsed = parser.parse("\n".join(triggers) + "\n", filename="ONBUILD")
         env = state.env()
@@ -260,9 +272,7 @@ class BuildSession:
                     env=[f"{k}={v}" for k, v in env.items()],
                     line=instruction.start_line,
                     copy_from=(
-                        planner.FromRef("image", flags["from"])
-                        if "from" in flags
-                        else None
+                        self._from_ref(plan, flags["from"]) if "from" in flags else None
                     ),
                 )
             )
@@ -393,14 +403,7 @@ class BuildSession:
 
     def source_named(self, plan: Plan, stage: Stage, name: str) -> SourceTree:
         """The tree ``RUN --mount=from=NAME`` reads: a stage, context or image."""
-        for candidate in plan.stages:
-            if candidate.name == name or str(candidate.index) == name:
-                return self._source_for(
-                    plan, stage, planner.FromRef("stage", name, candidate.index)
-                )
-        if name in self.request.build_contexts:
-            return self._source_for(plan, stage, planner.FromRef("context", name))
-        return self._source_for(plan, stage, planner.FromRef("image", name))
+        return self._source_for(plan, stage, self._from_ref(plan, name))
 
     def _source_for(self, plan: Plan, stage: Stage, ref: FromRef | None) -> SourceTree:
         if ref is None:
