@@ -190,7 +190,8 @@ class _RetryAnnouncer(logging.Handler):
     """Turns the registry client's retry records into one plain stderr line each."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        # The retry loop logs structured fields; the message wording is its own.
+        # The fields are the retry loop's documented contract (registry.retry's
+        # docstring); its message wording is free to change.
         if not hasattr(record, "delay"):
             return
         operation = getattr(record, "operation", "a registry request")

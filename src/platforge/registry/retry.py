@@ -9,6 +9,15 @@ the other 4xx, which mean the request itself is wrong and would fail again.
 
 The caller passes a function that performs one whole attempt, so a request body that
 streams from a file is reopened from the start on every attempt.
+
+Each wait is logged at DEBUG on ``platforge.registry.retry`` with structured fields
+that callers may rely on (the Concourse resource turns them into its stderr lines;
+the message wording is free to change, these are not):
+
+- ``operation`` (str): what was attempted, as in the final error
+  ("push blob sha256:… to 127.0.0.1:5000/app");
+- ``reason`` (str): why it is retried, ``HTTP 503`` or an httpx error class name;
+- ``delay`` (float): the seconds waited before the next attempt.
 """
 
 from __future__ import annotations
