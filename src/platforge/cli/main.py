@@ -19,14 +19,41 @@ from platforge.errors import PlatforgeError
 
 __all__ = ["cli", "main"]
 
-# Modules that contribute commands, each exposing ``register(group)``.
-_AREAS = (
-    "platforge.cli.registry_cmds",  # push, pull, copy, inspect, login, logout
-    "platforge.cli.dockerfile_cmds",  # dockerfile plan
-    "platforge.cli.build_cmds",  # build
-    "platforge.cli.run_cmds",  # run, index, emulation
-    "platforge.cli.concourse_cmds",  # resource, task
-)
+# Each command, by the module that defines it. A module exposes ``register(group)``;
+# it is imported only when one of its commands runs (or for the full ``--help``),
+# so a command starts without importing every other area's dependencies.
+_AREAS = {
+    "platforge.cli.build_cmds": ("build",),
+    "platforge.cli.registry_cmds": (
+        "push",
+        "pull",
+        "copy",
+        "inspect",
+        "login",
+        "logout",
+    ),
+    "platforge.cli.run_cmds": ("run", "index", "emulation"),
+    "platforge.cli.dockerfile_cmds": ("dockerfile",),
+    "platforge.cli.concourse_cmds": ("resource", "task"),
+}
+_MODULE_OF = {name: module for module, names in _AREAS.items() for name in names}
+
+
+class _LazyGroup(click.Group):
+    """A group that imports a command's module when the command is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        del ctx
+        return list(_MODULE_OF)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        del ctx
+        module = _MODULE_OF.get(cmd_name)
+        if module is None:
+            return None
+        area = click.Group()
+        import_module(module).register(area)
+        return area.commands[cmd_name]
 
 
 class _PlainFormatter(logging.Formatter):
@@ -39,7 +66,7 @@ class _PlainFormatter(logging.Formatter):
         return message
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="platforge")
 @click.option("--debug", is_flag=True, help="Log everything platforge does to stderr.")
 def cli(debug: bool) -> None:
@@ -62,10 +89,6 @@ def cli(debug: bool) -> None:
         handler.setFormatter(_PlainFormatter())
         logging.basicConfig(level=logging.WARNING, handlers=[handler])
         logging.getLogger("platforge").setLevel(logging.INFO)
-
-
-for _area in _AREAS:
-    import_module(_area).register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
