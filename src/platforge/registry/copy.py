@@ -410,19 +410,35 @@ def _already_pushed(
     return {str(blob.digest): "exists" for blob in plan.blobs}
 
 
-def _push_root(
-    target: RegistryClient,
-    repository: str,
+def _push_image(
+    source: _Source,
     root: Descriptor,
     raw: bytes,
-    tags: Iterable[str],
+    target: Reference,
     *,
-    present: bool,
-) -> None:
-    if not present:
-        target.put_manifest(repository, str(root.digest), raw, root.media_type)
-    for tag in dict.fromkeys(tags):
-        target.put_manifest(repository, tag, raw, root.media_type)
+    registries: Registries,
+    tags: Iterable[str],
+    progress: ProgressFn | None,
+) -> CopyResult:
+    """Push ``root`` and all under it from ``source``, in the module's order."""
+    plan = _Plan()
+    _walk(source, root, raw, plan)
+    client = registries.client(target.registry)
+    actions = _already_pushed(client, target.repository, plan, progress)
+    if actions is None:
+        actions = _push_plan(
+            source,
+            plan,
+            client,
+            target.repository,
+            parallel=registries.parallel,
+            progress=progress,
+        )
+        client.put_manifest(target.repository, str(root.digest), raw, root.media_type)
+    wanted = [target.tag] if target.tag else []
+    for tag in dict.fromkeys([*wanted, *tags]):
+        client.put_manifest(target.repository, tag, raw, root.media_type)
+    return CopyResult(root, actions)
 
 
 # --- public operations -------------------------------------------------------------
@@ -500,24 +516,14 @@ def push_layout(
             f"layout {layout.path} holds image {root.digest}, not {reference.digest} "
             f"named by {reference}; push to a tag, or name the layout's digest"
         )
-    source = _LayoutSource(layout)
-    plan = _Plan()
-    _walk(source, root, raw, plan)
-    target = registries.client(reference.registry)
-    actions = _already_pushed(target, reference.repository, plan, progress)
-    present = actions is not None
-    if actions is None:
-        actions = _push_plan(
-            source,
-            plan,
-            target,
-            reference.repository,
-            parallel=registries.parallel,
-            progress=progress,
-        )
-    wanted = [reference.tag] if reference.tag else []
-    _push_root(
-        target, reference.repository, root, raw, [*wanted, *tags], present=present
+    result = _push_image(
+        _LayoutSource(layout),
+        root,
+        raw,
+        reference,
+        registries=registries,
+        tags=tags,
+        progress=progress,
     )
     log.debug(
         "pushed %s as %s",
@@ -525,7 +531,7 @@ def push_layout(
         root.digest,
         extra={"reference": str(reference), "digest": str(root.digest)},
     )
-    return CopyResult(root, actions)
+    return result
 
 
 def fetch_manifest(
@@ -578,24 +584,15 @@ def copy_image(
         platform=platform,
         require_platform=require_platform,
     )
-    src = _RegistrySource(registries.client(source.registry), source.repository)
-    plan = _Plan()
-    _walk(src, root, raw, plan)
-    client = registries.client(target.registry)
-    actions = _already_pushed(client, target.repository, plan, progress)
-    present = actions is not None
-    if actions is None:
-        actions = _push_plan(
-            src,
-            plan,
-            client,
-            target.repository,
-            parallel=registries.parallel,
-            progress=progress,
-        )
-    tags = [target.tag] if target.tag else []
-    _push_root(client, target.repository, root, raw, tags, present=present)
-    return CopyResult(root, actions)
+    return _push_image(
+        _RegistrySource(registries.client(source.registry), source.repository),
+        root,
+        raw,
+        target,
+        registries=registries,
+        tags=(),
+        progress=progress,
+    )
 
 
 @contextlib.contextmanager
@@ -629,14 +626,22 @@ def _staged(dest: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _download_plan(
-    source: _RegistrySource,
-    plan: _Plan,
+def _download(
+    reference: Reference,
+    root: Descriptor,
+    raw: bytes,
     layout: Layout,
     *,
-    parallel: int,
+    registries: Registries,
     progress: ProgressFn | None,
 ) -> dict[str, str]:
+    """Fetch ``root`` and all under it into ``layout``: blobs, then manifests."""
+    source = _RegistrySource(
+        registries.client(reference.registry), reference.repository
+    )
+    plan = _Plan()
+    _walk(source, root, raw, plan)
+
     def fetch(blob: Descriptor) -> str:
         digest = str(blob.digest)
         if layout.has_blob(blob.digest):
@@ -653,9 +658,9 @@ def _download_plan(
         emit(progress, BlobEvent("done", digest, blob.size, "pulled"))
         return "pulled"
 
-    actions = _in_parallel(fetch, plan.blobs, parallel)
-    for descriptor, raw in plan.manifests:
-        layout.write_blob(raw, descriptor)
+    actions = _in_parallel(fetch, plan.blobs, registries.parallel)
+    for descriptor, document in plan.manifests:
+        layout.write_blob(document, descriptor)
     return actions
 
 
@@ -678,15 +683,10 @@ def pull_to_layout(
         platform=platform,
         require_platform=require_platform,
     )
-    source = _RegistrySource(
-        registries.client(reference.registry), reference.repository
-    )
-    plan = _Plan()
-    _walk(source, root, raw, plan)
     with _staged(dest) as staging:
         layout = Layout.create(staging)
-        actions = _download_plan(
-            source, plan, layout, parallel=registries.parallel, progress=progress
+        actions = _download(
+            reference, root, raw, layout, registries=registries, progress=progress
         )
         layout.add_ref(root, reference.tag)
     return CopyResult(root, actions)
@@ -719,15 +719,10 @@ def pull_rootfs(
         require_platform=require_platform and platform is not None,
     )
     manifest = Manifest.parse(raw, root.media_type)
-    source = _RegistrySource(
-        registries.client(reference.registry), reference.repository
-    )
-    plan = _Plan()
-    _walk(source, root, raw, plan)
     with _staged(dest) as staging:
         blobs = Layout.create(staging / ".blobs")
-        actions = _download_plan(
-            source, plan, blobs, parallel=registries.parallel, progress=progress
+        actions = _download(
+            reference, root, raw, blobs, registries=registries, progress=progress
         )
         config = ImageConfig.parse(blobs.read_blob(manifest.config.digest))
 
