@@ -646,14 +646,18 @@ class RegistryClient:
             raise
 
     def delete_blob(self, repository: str, digest: str) -> None:
+        self._delete("blob", repository, digest)
+
+    def _delete(self, kind: str, repository: str, digest: str) -> None:
+        """``DELETE`` a blob or manifest (``kind``) by digest."""
         response = self._call(
             "DELETE",
-            f"/v2/{repository}/blobs/{digest}",
+            f"/v2/{repository}/{kind}s/{digest}",
             (f"repository:{repository}:delete",),
-            f"delete blob {digest} from {self.registry}/{repository}",
+            f"delete {kind} {digest} from {self.registry}/{repository}",
         )
         if response.status_code not in {200, 202}:
-            raise self._error(response, f"delete blob {digest} from", repository)
+            raise self._error(response, f"delete {kind} {digest} from", repository)
 
     # --- manifests -------------------------------------------------------------------
 
@@ -674,7 +678,7 @@ class RegistryClient:
                 f"registry {self.registry} sent a manifest of {len(raw)} bytes for "
                 f"{repository}:{reference}; manifests over 4 MiB are refused"
             )
-        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        media_type = _media_type(response)
         expected = reference if ":" in reference else None
         expected = expected or response.headers.get("docker-content-digest")
         actual = _digest_of(raw, expected)
@@ -702,7 +706,7 @@ class RegistryClient:
         if not digest:
             # Some registries omit the digest on HEAD; a GET tells for sure.
             return self.get_manifest(repository, reference)
-        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        media_type = _media_type(response)
         return ManifestInfo(raw=b"", media_type=media_type, digest=digest)
 
     def put_manifest(
@@ -722,14 +726,7 @@ class RegistryClient:
         return str(Digest.of(raw))
 
     def delete_manifest(self, repository: str, digest: str) -> None:
-        response = self._call(
-            "DELETE",
-            f"/v2/{repository}/manifests/{digest}",
-            (f"repository:{repository}:delete",),
-            f"delete manifest {digest} from {self.registry}/{repository}",
-        )
-        if response.status_code not in {200, 202}:
-            raise self._error(response, f"delete manifest {digest} from", repository)
+        self._delete("manifest", repository, digest)
 
     def list_tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
         """All tags of a repository, following ``Link`` pagination."""
@@ -807,6 +804,10 @@ def _registry_message(response: httpx.Response) -> str:
     except httpx.ResponseNotRead:
         return ""
     return " ".join(str(text).split())[:200]
+
+
+def _media_type(response: httpx.Response) -> str:
+    return str(response.headers.get("content-type", "")).split(";")[0].strip()
 
 
 def _digest_of(raw: bytes, expected: str | None) -> str:
