@@ -23,6 +23,7 @@ from platforge.registry import auth
 from platforge.registry.auth import Credentials
 from platforge.registry.client import RegistryClient
 from platforge.registry.copy import (
+    CopyResult,
     Registries,
     copy_image,
     fetch_manifest,
@@ -190,6 +191,13 @@ def _human(size: int) -> str:
     return f"{size} B"
 
 
+def _counts(result: CopyResult) -> str:
+    return (
+        f"{result.count('mounted')} blobs mounted, {result.count('pushed')} sent, "
+        f"{result.count('exists')} present"
+    )
+
+
 def _registry_name(text: str) -> str:
     """``https://host/v1/`` or ``host`` → the registry name a reference uses."""
     host = text.split("://", 1)[-1].split("/", 1)[0]
@@ -232,11 +240,7 @@ def push(
             name=name,
             progress=bar,
         )
-    click.echo(
-        f"pushed {reference.name} ({result.count('pushed')} blobs sent, "
-        f"{result.count('exists')} present, {result.count('mounted')} mounted)",
-        err=True,
-    )
+    click.echo(f"pushed {reference.name} ({_counts(result)})", err=True)
     click.echo(str(result.digest))
 
 
@@ -269,25 +273,16 @@ def pull(
     """
     reference = Reference.parse(ref)
     wanted = _platform(platform)
+    puller = pull_rootfs if output_format == "rootfs" else pull_to_layout
     with _registries(reference.registry, **options) as registries, _Reporter() as bar:
-        if output_format == "rootfs":
-            result = pull_rootfs(
-                reference,
-                Path(dest),
-                registries=registries,
-                platform=wanted,
-                progress=bar,
-                require_platform=True,
-            )
-        else:
-            result = pull_to_layout(
-                reference,
-                Path(dest),
-                registries=registries,
-                platform=wanted,
-                progress=bar,
-                require_platform=True,
-            )
+        result = puller(
+            reference,
+            Path(dest),
+            registries=registries,
+            platform=wanted,
+            progress=bar,
+            require_platform=True,
+        )
     click.echo(f"pulled {reference} into {dest}", err=True)
     click.echo(str(result.digest))
 
@@ -323,11 +318,7 @@ def copy(src: str, dst: str, platform: str, **options: Any) -> None:
             progress=bar,
             require_platform=True,
         )
-    click.echo(
-        f"copied {source} to {target} ({result.count('mounted')} blobs mounted, "
-        f"{result.count('pushed')} sent, {result.count('exists')} present)",
-        err=True,
-    )
+    click.echo(f"copied {source} to {target} ({_counts(result)})", err=True)
     click.echo(str(result.digest))
 
 
