@@ -49,7 +49,7 @@ class Readable(Protocol):
 
 
 class Writable(Protocol):
-    def write(self, data: bytes, /) -> int | None: ...
+    def write(self, data: bytes | bytearray | memoryview, /) -> int | None: ...
 
 
 @dataclass(frozen=True, order=True)
@@ -200,13 +200,17 @@ class HashingReader(_Hashing):
 
 
 class HashingWriter(_Hashing):
-    """Writes to ``fileobj`` and digests every byte written."""
+    """Writes to ``fileobj`` and digests every byte written.
+
+    ``close()`` only flushes: the wrapped file stays open for its owner, so the
+    writer can be handed to a compressor that closes what it writes into.
+    """
 
     def __init__(self, fileobj: Writable, algorithm: str = "sha256") -> None:
         super().__init__(algorithm)
         self._fileobj = fileobj
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         self._fileobj.write(data)
         self._hasher.update(data)
         return len(data)
@@ -218,6 +222,9 @@ class HashingWriter(_Hashing):
         flush = getattr(self._fileobj, "flush", None)
         if flush is not None:
             flush()
+
+    def close(self) -> None:
+        self.flush()
 
 
 def digest_stream(fileobj: Readable, algorithm: str = "sha256") -> tuple[Digest, int]:

@@ -85,7 +85,7 @@ from platforge.oci.compression import (
     open_writer,
 )
 from platforge.oci.content import Descriptor
-from platforge.oci.digest import Digest, Hasher
+from platforge.oci.digest import Digest, Hasher, HashingWriter
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -356,25 +356,6 @@ def _sort_key(entry: Entry) -> tuple[tuple[bool, str], ...]:
     return tuple((part != OPAQUE_MARKER, part) for part in entry.path.split("/"))
 
 
-class _HashedSink:
-    """The blob side: counts and digests the compressed bytes written to ``out``."""
-
-    def __init__(self, out: WriteStream) -> None:
-        self._out = out
-        self.hasher = Hasher()
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._out.write(data)
-        self.hasher.update(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._out.flush()
-
-    def close(self) -> None:
-        self.flush()
-
-
 class _TarWriter:
     """Writes tar members into the compressor while digesting the tar bytes."""
 
@@ -491,7 +472,7 @@ def write_layer(
     unpacker, which creates them without touching an existing directory's mode.
     A path given twice is refused.
     """
-    blob = _HashedSink(out)
+    blob = HashingWriter(out)
     compressor = open_writer(blob, compression, level)
     tar = _TarWriter(compressor, mtime=mtime, source_date_epoch=source_date_epoch)
     checked = map(_checked, entries)
@@ -514,8 +495,8 @@ def write_layer(
     blob.flush()
     info = LayerInfo(
         media_type=layer_media_type(compression),
-        digest=blob.hasher.digest(),
-        size=blob.hasher.size,
+        digest=blob.digest(),
+        size=blob.size,
         diff_id=tar.hasher.digest(),
     )
     log.debug(
