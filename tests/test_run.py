@@ -429,3 +429,15 @@ def test_sigterm_stops_the_container_and_cleans_up(amd64_tree, tmp_path, run_env
     assert _processes_running(marker) == []
     assert list(run_dir.iterdir()) == []
     assert str(tmp_path) not in Path("/proc/self/mounts").read_text()
+
+
+def test_a_rootfs_cache_that_is_a_file_is_one_line(amd64_tree, tmp_path, run_env):
+    build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    (tmp_path / "not-a-dir").write_text("a file\n")
+    env = {**run_env, "PLATFORGE_ROOTFS": str(tmp_path / "not-a-dir")}
+    done = platforge("run", str(tmp_path / "image"), "--", "true", env=env)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"platforge: error: cannot keep unpacked layers in {tmp_path / 'not-a-dir'}: "
+        "Not a directory; point PLATFORGE_ROOTFS at a writable directory\n"
+    )

@@ -132,8 +132,14 @@ def layer_dirs(
     """Each layer of ``manifest`` unpacked once (bottom first), from the cache."""
     base = cache or default_cache_dir(layout.path)
     layers_dir, tmp = base / "layers", base / "tmp"
-    layers_dir.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        layers_dir.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LayoutError(
+            f"cannot keep unpacked layers in {base}: {exc.strerror or exc}; "
+            "point PLATFORGE_ROOTFS at a writable directory"
+        ) from None
     found: list[Path] = []
     for position, layer in enumerate(manifest.layers):
         diff_id = diff_ids[position] if position < len(diff_ids) else None
