@@ -172,3 +172,14 @@ def test_emulation_help_texts_show_examples():
         done = _cli("emulation", *command, "--help")
         assert done.returncode == 0, done.stderr
         assert "platforge emulation " in done.stdout.split("Example")[1]
+
+
+def test_spellings_of_one_architecture_make_one_row():
+    done = _cli("emulation", "status", "linux/arm/v7", "armhf", "x86_64", "amd64")
+    assert done.returncode == 0, done.stderr
+    rows = [
+        line.split("│")[1].strip()
+        for line in done.stdout.splitlines()
+        if line.startswith("│")
+    ]
+    assert rows == ["arm", "amd64"]

@@ -347,7 +347,9 @@ def emulation_status(architectures: tuple[str, ...]) -> None:
         table.add_column(column)
     table.add_column("static qemu")
     table.add_column("proot")
-    found_all = emulation.status([_architecture(a) for a in architectures])
+    # Several spellings of one architecture (armhf, arm/v7) make one row.
+    wanted = dict.fromkeys(_architecture(a) for a in architectures)
+    found_all = emulation.status(list(wanted))
     for found in found_all:
         if found.native:
             runs = "native"
