@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from platforge import platforms
+from platforge.errors import ManifestError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Descriptor, ImageConfig, Manifest
 from platforge.oci.digest import Digest
@@ -264,3 +265,19 @@ def test_attestations_ride_along_only_with_the_image_they_describe():
     merged = _merge([image, kept, orphan, artifact], prefer=())
 
     assert merged == [image, kept, artifact]
+
+
+def test_preferring_both_sources_of_a_platform_says_so():
+    from platforge.cli.run_cmds import _Entry, _merge  # noqa: PLC0415 - one test
+
+    def image(source: str) -> _Entry:
+        descriptor = Descriptor(
+            mt.OCI_MANIFEST,
+            Digest.of(source.encode()),
+            1,
+            platforms.parse("linux/amd64"),
+        )
+        return _Entry(source, descriptor)
+
+    with pytest.raises(ManifestError, match="both are given to --prefer; keep"):
+        _merge([image("a"), image("b")], prefer=("a", "b"))

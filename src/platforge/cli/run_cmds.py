@@ -547,7 +547,12 @@ def _merge(entries: Sequence[_Entry], prefer: Sequence[str]) -> list[_Entry]:
             chosen.setdefault(key, entry)
             continue
         winners = [e for e in (held, entry) if e.source in prefer]
-        if len(winners) != 1:
+        if len(winners) == 2:
+            raise ManifestError(
+                f"platform {key} comes from both {held.source} and {entry.source}, "
+                "and both are given to --prefer; keep --prefer for the one to use"
+            )
+        if not winners:
             raise ManifestError(
                 f"platform {key} comes from both {held.source} and {entry.source}; "
                 f"pass --prefer {held.source} or --prefer {entry.source}"
