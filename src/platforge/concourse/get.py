@@ -43,11 +43,13 @@ from platforge.concourse.remote import open_remote, uses_mirror
 from platforge.errors import ConcourseError, ContentError, PlatforgeError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Manifest
+from platforge.oci.layout import Layout
 
 if TYPE_CHECKING:
     from platforge.concourse.protocol import ResourceVersion
     from platforge.concourse.remote import Remote
     from platforge.concourse.source import GetParams
+    from platforge.oci.content import ImageConfig
     from platforge.platforms import Platform
     from platforge.registry.copy import Registries
     from platforge.registry.reference import Reference
@@ -56,7 +58,6 @@ __all__ = ["SINGLE_IMAGE_MARKER", "get", "write_image_tar"]
 
 log = logging.getLogger("platforge.concourse.get")
 
-_MAX_CONFIG = 4 << 20
 SINGLE_IMAGE_MARKER = "single-image-digest"
 
 
@@ -102,11 +103,10 @@ def _get_from(
         registries = remote.registries()
         try:
             if params.format == "rootfs":
-                _get_rootfs(dest, remote, reference, registries, platform)
+                _get_rootfs(dest, reference, registries, platform)
                 pairs.append(("platform", str(platform)))
             elif params.format == "oci":
                 _get_oci_tar(dest, reference, registries, platform)
-                _write_labels(dest, remote, reference, registries, platform)
                 pairs.append(("platform", str(platform)))
             else:
                 _get_layout(dest, reference, registries)
@@ -120,17 +120,13 @@ def _staging(dest: Path) -> Path:
 
 
 def _get_rootfs(
-    dest: Path,
-    remote: Remote,
-    reference: Reference,
-    registries: Registries,
-    platform: Platform,
+    dest: Path, reference: Reference, registries: Registries, platform: Platform
 ) -> None:
     from platforge.registry.copy import pull_rootfs  # noqa: PLC0415
 
     staging = _staging(dest)
     try:
-        pull_rootfs(
+        result = pull_rootfs(
             reference, staging / "image", registries=registries, platform=platform
         )
         for name in ("rootfs", "metadata.json"):
@@ -140,30 +136,13 @@ def _get_rootfs(
             (staging / "image" / name).replace(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if result.config is not None:
+        _write_labels(dest, result.config)
 
-    _write_labels(dest, remote, reference, registries, platform)
 
-
-def _write_labels(
-    dest: Path,
-    remote: Remote,
-    reference: Reference,
-    registries: Registries,
-    platform: Platform,
-) -> None:
+def _write_labels(dest: Path, config: ImageConfig) -> None:
     """``labels.json``: the config labels of the platform's image (``{}`` if none)."""
-    from platforge.registry.copy import fetch_manifest  # noqa: PLC0415
-
-    descriptor, raw = fetch_manifest(
-        reference, registries=registries, platform=platform
-    )
-    manifest = Manifest.parse(raw, descriptor.media_type)
-    with remote.client.open_blob(
-        remote.repository, str(manifest.config.digest)
-    ) as blob:
-        config = json.loads(blob.read(_MAX_CONFIG))
-    labels = (config.get("config") or {}).get("Labels") or {}
-    _write_text(dest / "labels.json", json.dumps(labels))
+    _write_text(dest / "labels.json", json.dumps(config.config.labels))
 
 
 def _get_layout(dest: Path, reference: Reference, registries: Registries) -> None:
@@ -186,11 +165,17 @@ def _get_oci_tar(
 
     staging = _staging(dest)
     try:
-        pull_to_layout(
+        result = pull_to_layout(
             reference, staging / "layout", registries=registries, platform=platform
         )
         repo_tag = f"{reference.name}:{reference.tag}" if reference.tag else None
         write_image_tar(staging / "layout", dest / "image.tar", repo_tag)
+        layout = Layout.open(staging / "layout")
+        # One platform was asked for, so the root is an image manifest.
+        manifest = Manifest.parse(
+            layout.read_blob(result.digest), result.descriptor.media_type
+        )
+        _write_labels(dest, layout.read_config(manifest.config))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -151,10 +151,14 @@ class Registries:
 
 @dataclass(frozen=True)
 class CopyResult:
-    """What a copy did: the root descriptor and how each blob was handled."""
+    """What a copy did: the root descriptor and how each blob was handled.
+
+    ``config`` is the image config when the operation read it (``pull_rootfs``).
+    """
 
     descriptor: Descriptor
     actions: Mapping[str, str]
+    config: ImageConfig | None = None
 
     @property
     def digest(self) -> Digest:
@@ -737,7 +741,7 @@ def pull_rootfs(
         unpack_layers(layer_files(), staging / "rootfs")
         _write_metadata(staging / "metadata.json", config)
         shutil.rmtree(staging / ".blobs")
-    return CopyResult(root, actions)
+    return CopyResult(root, actions, config)
 
 
 def _write_metadata(path: Path, config: ImageConfig) -> None:
