@@ -441,3 +441,19 @@ def test_a_rootfs_cache_that_is_a_file_is_one_line(amd64_tree, tmp_path, run_env
         f"platforge: error: cannot keep unpacked layers in {tmp_path / 'not-a-dir'}: "
         "Not a directory; point PLATFORGE_ROOTFS at a writable directory\n"
     )
+
+
+def test_name_picks_one_image_of_a_layout_that_holds_several(
+    amd64_tree, tmp_path, run_env
+):
+    for name in ("first", "second"):
+        build_layout(
+            tmp_path / "image", amd64_tree, "linux/amd64", cmd=["echo", name], name=name
+        )
+    unnamed = platforge("run", str(tmp_path / "image"), env=run_env)
+    assert unnamed.returncode == 1
+    assert "names: first, second" in unnamed.stderr
+    assert len(unnamed.stderr.splitlines()) == 1
+    done = platforge("run", "--name", "second", str(tmp_path / "image"), env=run_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "second\n"

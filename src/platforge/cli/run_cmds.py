@@ -206,6 +206,10 @@ def _argv(
     help="Share the host's network, or only a loopback of its own.",
 )
 @click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
+@click.option(
+    "--name",
+    help="Of a layout holding several images, run the one with this ref name.",
+)
 @_insecure_option
 @_ca_file_option
 @click.pass_context
@@ -220,6 +224,7 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
     workdir: str | None,
     network: str,
     interactive: bool,
+    name: str | None,
     insecure: bool,
     ca_file: str | None,
 ) -> None:
@@ -229,14 +234,19 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
     Examples:
       platforge run --platform linux/arm64 127.0.0.1:5000/app -- uname -m
       platforge run ./out -- sh -c 'echo $PATH'
+      platforge run --name app ./several -- id
     """
     if command[:1] == ("--",):
         command = command[1:]
     wanted = platforms.parse(platform) if platform else platforms.host()
     if _is_layout(image):
         layout = Layout.open(image)
-        root, raw = layout_root(layout)
+        root, raw = layout_root(layout, name)
         manifest = _pick(layout, root, raw, wanted)
+    elif name is not None:
+        raise click.UsageError(
+            f"--name picks an image of a layout directory; {image} is a reference"
+        )
     else:
         with _registries(insecure=insecure, ca_file=ca_file) as registries:
             layout, manifest = _pull_into_store(
