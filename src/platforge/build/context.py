@@ -16,9 +16,12 @@ files to copy and where each lands, with Docker's rules:
 * ``--exclude`` patterns drop matching paths (relative to the source's root);
 * ``--parents`` keeps each match's path below the root, or below a ``/./`` pivot.
 
-Symbolic links inside a copied directory are copied as links; a source named
-directly that is a link is followed, as Docker does. Hard links are copied as
-separate files.
+Every path a COPY names is resolved with the tree's root as ``/``, as BuildKit
+and buildah do: a link met on the way (``leak -> /etc/passwd``, ``up -> ../``)
+is followed *inside* the tree and never reaches a host file outside it, which
+usually makes such a source "not found". A source named directly (or matched by
+a wildcard) that is a link is followed that way; links inside a copied directory
+are copied as links. Hard links are copied as separate files.
 
 :class:`FileHasher` gives the content hash of what a COPY reads, remembering
 hashes by (path, size, mtime, inode) in a small JSON file so a rebuild of an
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from platforge.errors import BuildError
+from platforge.errors import BuildError, SandboxError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -136,11 +139,44 @@ class SourceTree:
         normal = os.path.normpath("/" + word.replace("\\", "/"))
         return normal.lstrip("/")
 
-    def _children(self, prefix: str) -> list[str]:
-        base = self.root / prefix if prefix else self.root
+    def _real(self, rel: str) -> str:
+        """``rel`` with every link on the way resolved inside the tree."""
+        if not rel:
+            return ""
+        # Imported here: the sandbox module is heavy and only its path logic
+        # (the same a RUN's mounts use) is needed.
+        from platforge.build.sandbox import resolve_in_root  # noqa: PLC0415
+
+        try:
+            return resolve_in_root(self.root, rel)
+        except SandboxError:
+            raise BuildError(
+                f"{rel} in the {self.name}: too many levels of symbolic links; "
+                "fix the link"
+            ) from None
+
+    def host_path(self, word: str, *, instruction: str = "COPY") -> Path:
+        """The host path of ``word`` in the tree, links resolved inside it."""
+        real = self._real(self._safe_rel(word))
+        path = self.root / real if real else self.root
+        if not path.exists() or not self._visible(real, is_dir=path.is_dir()):
+            raise self._missing(instruction, word)
+        return path
+
+    def _missing(self, instruction: str, word: str) -> BuildError:
+        return BuildError(
+            f"{instruction} {word}: no such file or directory in the "
+            f"{self.name}; check the path and .dockerignore"
+        )
+
+    def _children(self, prefix: str) -> list[tuple[str, bool]]:
+        """Names below ``prefix`` and whether each is a directory (not a link)."""
+        real = self._real(prefix)
+        base = self.root / real if real else self.root
         if not base.is_dir():
             return []
-        return sorted(p.name for p in base.iterdir())
+        with os.scandir(base) as it:
+            return sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
 
     def _glob(self, pattern: str) -> list[str]:
         parts = [p for p in pattern.split("/") if p]
@@ -156,15 +192,16 @@ class SourceTree:
         join = (lambda c: f"{prefix}/{c}") if prefix else (lambda c: c)
         if part == "**":
             self._glob_from(prefix, rest, found)
-            for child in self._children(prefix):
+            for child, is_dir in self._children(prefix):
                 rel = join(child)
-                if (self.root / rel).is_dir() and self._visible(rel, is_dir=True):
+                if is_dir and self._visible(rel, is_dir=True):
                     self._glob_from(rel, parts, found)
         elif not has_wildcard(part):
-            if os.path.lexists(self.root / join(part)):
+            real = self._real(prefix)
+            if os.path.lexists(self.root / real / part if real else self.root / part):
                 self._glob_from(join(part), rest, found)
         else:
-            for child in self._children(prefix):
+            for child, _ in self._children(prefix):
                 if _component_match(part, child):
                     self._glob_from(join(child), rest, found)
 
@@ -199,24 +236,28 @@ class SourceTree:
             if parents and "/./" in "/" + word:
                 pivot = self._safe_rel(("/" + word).split("/./", 1)[0])
             rel = self._safe_rel(word)
-            matches = self._glob(rel) if has_wildcard(rel) else [rel]
+            found = self._glob(rel) if has_wildcard(rel) else [rel]
+            # (as named, as resolved in the tree): the name gives the
+            # destination, the resolved path the content.
+            matches = [(m, self._real(m)) for m in found if not _excluded(m, excludes)]
             matches = [
-                m
-                for m in matches
-                if (m == "" or self._visible(m, is_dir=(self.root / m).is_dir()))
-                and not _excluded(m, excludes)
-            ]
-            if not matches or (
-                not has_wildcard(rel) and not os.path.lexists(self.root / rel)
-            ):
-                raise BuildError(
-                    f"{instruction} {word}: no such file or directory in the "
-                    f"{self.name}; check the path and .dockerignore"
+                (m, real)
+                for m, real in matches
+                if m == ""
+                or (
+                    self._visible(m, is_dir=(self.root / real).is_dir())
+                    and self._visible(real, is_dir=(self.root / real).is_dir())
                 )
-            for match in matches:
+            ]
+            if not matches:
+                raise self._missing(instruction, word)
+            for match, real in matches:
+                if match and not (self.root / real).exists():
+                    raise self._missing(instruction, word)
                 self._add_match(
                     items,
                     match,
+                    real,
                     dest_dir=dest_dir,
                     to_dir=to_dir,
                     parents=parents,
@@ -229,6 +270,7 @@ class SourceTree:
         self,
         items: dict[str, CopyItem],
         match: str,
+        real: str,
         *,
         dest_dir: str,
         to_dir: bool,
@@ -236,8 +278,8 @@ class SourceTree:
         pivot: str,
         excludes: Sequence[str],
     ) -> None:
-        path = self.root / match if match else self.root
-        st = path.stat()  # a source named directly is followed when a link
+        path = self.root / real if real else self.root
+        st = path.stat()  # resolved inside the tree: no link is left to follow
         if parents and match:
             keep = match[len(pivot) :].lstrip("/") if match.startswith(pivot) else match
             target_base = _posix_join(dest_dir, keep)
@@ -247,7 +289,7 @@ class SourceTree:
             base = target_base or dest_dir
             if target_base is not None:
                 items[base] = _item(base, path, st)
-            for rel, child, cst in self._walk(match, excludes):
+            for rel, child, cst in self._walk(real, excludes):
                 target = _posix_join(base, rel)
                 items[target] = _item(target, child, cst)
             return
@@ -307,7 +349,7 @@ def _posix_join(base: str, rel: str) -> str:
 def _item(dest: str, path: Path, st: os.stat_result) -> CopyItem:
     if stat.S_ISLNK(st.st_mode):
         kind: EntryKind = "symlink"
-        link = str(path.readlink())
+        link = os.readlink(path)  # noqa: PTH115 - Path.readlink drops a final "/"
     elif stat.S_ISDIR(st.st_mode):
         kind, link = "dir", ""
     elif stat.S_ISREG(st.st_mode):

@@ -7,10 +7,12 @@ the changes in an empty upper directory, which becomes the layer
 entry marked ``empty_layer`` and no layer.
 
 What the command sees follows Docker: shell form runs through the stage's SHELL
-(``/bin/sh -c``), here-documents run as the script of that shell, the environment
-is the image's ENV plus the build args in scope (an ENV of the same name wins),
-USER and WORKDIR apply. ``--network=none`` cuts the network, the default shares
-the host's (there is no per-build network). ``--mount`` supports:
+(``/bin/sh -c``); a RUN that is only ``<<EOF`` runs the here-document as the
+shell's script, otherwise the command line reads it (``RUN python3 <<EOF``);
+the environment is the image's ENV plus the build args in scope (an ENV of the
+same name wins), USER and WORKDIR apply. ``--network=none`` cuts the network,
+the default shares the host's (there is no per-build network). ``--mount``
+supports:
 
 * ``type=cache,target=DIR[,id=ID]`` — a directory kept in the store between
   builds, per id (default: the target), per platform;
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -58,8 +62,8 @@ def command_of(state: ImageState, step: Step) -> list[str]:
     if step.instruction.json_form:
         return list(step.args)
     text = " ".join(step.args)
-    if step.heredocs and text.strip().startswith("<<"):
-        # "RUN <<EOF" runs the here-document as the shell's script.
+    if step.heredocs and _only_heredocs(text, step):
+        # "RUN <<EOF" alone runs the here-document as the shell's script.
         return [*shell_of(state), step.heredocs[0].content]
     if step.heredocs:
         # "RUN cat <<EOF > f": the shell reads the here-documents itself, so it
@@ -67,6 +71,17 @@ def command_of(state: ImageState, step: Step) -> list[str]:
         bodies = "".join(f"{doc.content}{doc.name}\n" for doc in step.heredocs)
         text = f"{text}\n{bodies}"
     return [*shell_of(state), text]
+
+
+def _only_heredocs(text: str, step: Step) -> bool:
+    """Whether a RUN line is nothing but here-document markers (``<<EOF``)."""
+    markers = {
+        f"<<{dash}{quote}{doc.name}{quote}"
+        for doc in step.heredocs
+        for dash in ("", "-")
+        for quote in ("", "'", '"')
+    }
+    return all(word in markers for word in text.split())
 
 
 def _env(state: ImageState, step: Step) -> list[str]:
@@ -93,10 +108,19 @@ def content_key(build: BuildSession, plan: Plan, stage: Stage, step: Step) -> st
     return digest.hexdigest()
 
 
+def _private_copy(path: Path, scratch: Path) -> Path:
+    copy = Path(tempfile.mkdtemp(prefix="bind-", dir=scratch)) / path.name
+    if path.is_dir():
+        shutil.copytree(path, copy, symlinks=True)
+    else:
+        shutil.copy2(path, copy)
+    return copy
+
+
 def parse_mount(
-    build: BuildSession, plan: Plan, stage: Stage, text: str
+    build: BuildSession, plan: Plan, stage: Stage, text: str, *, scratch: Path
 ) -> sandbox.Mount:
-    """One ``--mount`` value as a sandbox mount."""
+    """One ``--mount`` value as a sandbox mount (``rw`` copies live in scratch)."""
     fields = _mount_fields(text)
     kind = fields.get("type", "bind")
     target = fields.get("target") or fields.get("dst") or fields.get("destination")
@@ -121,8 +145,14 @@ def parse_mount(
         tree = build.context_tree()
         if from_name:
             tree = build.source_named(plan, stage, from_name)
-        path = tree.root / source_word.lstrip("/") if source_word != "." else tree.root
+        # Resolved with the tree as "/": a link in a stage or image never leads
+        # the host's kernel to a host path.
+        path = tree.host_path(source_word, instruction="RUN --mount")
         readonly = fields.get("rw", fields.get("readwrite", "false")) != "true"
+        if not readonly:
+            # Writes are discarded: they go to a private copy, never to the
+            # context or to a stage's cached filesystem that other builds share.
+            path = _private_copy(path, scratch)
         return sandbox.Mount("bind", target, path, readonly=readonly)
     raise BuildError(
         f"RUN --mount={text}: type {kind!r} is not supported; "
@@ -160,10 +190,6 @@ def execute(
     platform = platforms.format(stage.platform)
     lowers = filesystem.lowerdirs(build.store, state.layers)
     argv = command_of(state, step)
-    mounts = [
-        parse_mount(build, plan, stage, text)
-        for text in step.flag_lists.get("mount", [])
-    ]
     network: sandbox.Network = "none" if step.flags.get("network") == "none" else "host"
     started = time.monotonic()
 
@@ -171,7 +197,14 @@ def execute(
         for line in data.decode("utf-8", "replace").splitlines():
             build.emit("log", line, platform=platform, step=number)
 
-    with build.store.scratch_dir("upper-") as upper:
+    with (
+        build.store.scratch_dir("upper-") as upper,
+        build.store.scratch_dir("mounts-") as scratch,
+    ):
+        mounts = [
+            parse_mount(build, plan, stage, text, scratch=scratch)
+            for text in step.flag_lists.get("mount", [])
+        ]
         upper.chmod(0o755)  # the upper directory's mode is the mode of "/"
         spec = sandbox.RunSpec(
             lowerdirs=lowers,
