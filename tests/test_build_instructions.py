@@ -258,3 +258,33 @@ def test_onbuild_of_an_earlier_stage_fires_in_each_stage_built_from_it(
     assert (root / "log").read_text() == "triggered\n"
     assert (root / "one.log").read_text() == "triggered\none\n"
     assert not config["config"].get("OnBuild")
+
+
+@pytest.mark.privileged
+def test_a_run_line_with_a_command_feeds_it_the_here_document(
+    tmp_path, tmp_store, base
+):
+    root, _, _, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\n"
+        "RUN <<EOF1 cat > /heredoc.sh\n#!/bin/sh\necho hello\nEOF1\n"
+        "RUN <<EOF awk '{print \"awk saw: \" $0}' > /awk.txt\nline one\nEOF\n"
+        'RUN <<"EOT"\necho script > /script.txt\nEOT\n',
+    )
+    assert (root / "heredoc.sh").read_text() == "#!/bin/sh\necho hello\n"
+    assert (root / "awk.txt").read_text() == "awk saw: line one\n"
+    assert (root / "script.txt").read_text() == "script\n"
+
+
+@pytest.mark.privileged
+def test_onbuild_triggers_keep_their_here_documents(tmp_path, tmp_store, base):
+    root, _, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base} AS template\n"
+        "ONBUILD RUN <<EOF\necho from-heredoc > /fired\nEOF\n"
+        "FROM template\nRUN cat /fired > /seen\n",
+    )
+    assert (root / "seen").read_text() == "from-heredoc\n"
+    assert not config["config"].get("OnBuild")

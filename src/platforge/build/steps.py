@@ -195,6 +195,12 @@ def _healthcheck_step(state: ImageState, step: Step) -> str:
 def _onbuild(state: ImageState, step: Step) -> str:
     trigger = step.instruction.original.strip()
     trigger = re.sub(r"^\s*ONBUILD\s+", "", trigger, flags=re.IGNORECASE)
+    inner = step.instruction.onbuild
+    if inner is not None and inner.heredocs:
+        # The trigger keeps its here-documents, as BuildKit's does, so that
+        # parsing it again in a child gives the same instruction.
+        bodies = "".join(f"\n{doc.content}{doc.name}" for doc in inner.heredocs)
+        trigger += bodies
     state.run_config["OnBuild"] = [*(state.run_config.get("OnBuild") or []), trigger]
     return "ONBUILD " + trigger
 
