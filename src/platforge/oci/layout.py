@@ -44,7 +44,13 @@ from platforge.oci.content import (
     canonical_json,
     parse_manifest,
 )
-from platforge.oci.digest import CHUNK_SIZE, Digest, Hasher, HashingWriter, Readable
+from platforge.oci.digest import (
+    CHUNK_SIZE,
+    Digest,
+    HashingWriter,
+    Readable,
+    digest_stream,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -361,13 +367,18 @@ class Layout:
                 continue
             seen.add(current.digest)
             yield current
-            if mt.is_index(current.media_type) or mt.is_manifest(current.media_type):
-                document = self.read_manifest(current)
-                if isinstance(document, Index):
-                    children = list(document.manifests)
-                else:
-                    children = [document.config, *document.layers]
-                stack.extend(reversed(children))
+            stack.extend(reversed(self._children(current)))
+
+    def _children(self, descriptor: Descriptor) -> list[Descriptor]:
+        """What a manifest or an index points at; nothing for any other blob."""
+        if not (
+            mt.is_index(descriptor.media_type) or mt.is_manifest(descriptor.media_type)
+        ):
+            return []
+        document = self.read_manifest(descriptor)
+        if isinstance(document, Index):
+            return list(document.manifests)
+        return [document.config, *document.layers]
 
     def check(self, *, verify_digests: bool = True) -> list[str]:
         """Problems with everything ``index.json`` reaches; empty when sound.
@@ -392,17 +403,10 @@ class Layout:
             if problem:
                 problems.append(problem)
                 continue
-            if mt.is_index(desc.media_type) or mt.is_manifest(desc.media_type):
-                try:
-                    document = self.read_manifest(desc)
-                except (ContentError, LayoutError) as exc:
-                    problems.append(f"{desc.media_type} {desc.digest}: {exc}")
-                    continue
-                if isinstance(document, Index):
-                    children = list(document.manifests)
-                else:
-                    children = [document.config, *document.layers]
-                stack.extend(reversed(children))
+            try:
+                stack.extend(reversed(self._children(desc)))
+            except (ContentError, LayoutError) as exc:
+                problems.append(f"{desc.media_type} {desc.digest}: {exc}")
         return problems
 
     def _check_blob(self, desc: Descriptor, *, verify_digests: bool) -> str | None:
@@ -417,10 +421,8 @@ class Layout:
         if size != desc.size:
             return f"{what}: blob is {size} bytes, descriptor says {desc.size}"
         if verify_digests:
-            hasher = Hasher(desc.digest.algorithm)
             with path.open("rb") as blob:
-                while chunk := blob.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-            if hasher.digest() != desc.digest:
-                return f"{what}: content hashes to {hasher.digest()}"
+                digest, _ = digest_stream(blob, desc.digest.algorithm)
+            if digest != desc.digest:
+                return f"{what}: content hashes to {digest}"
         return None
