@@ -59,7 +59,9 @@ NO_RUN = "FROM {base}\nLABEL x=1\n"
 COPY = "FROM {base}\nCOPY tree/ /data/\n"
 
 
-def timed(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[float, int]:
+def timed(
+    argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, int]:
     """Run ``argv``; return (seconds, peak RSS in KiB) or raise with its output."""
     started = time.monotonic()
     ran = subprocess.run(
@@ -67,6 +69,7 @@ def timed(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[float,
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         check=False,
         timeout=1800,
     )
@@ -78,6 +81,7 @@ def timed(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[float,
 
 class Platforge:
     def __init__(self, work: Path) -> None:
+        self.work = work
         self.store = work / "store"
         self.env = {**os.environ, "PLATFORGE_STORE": str(self.store)}
 
@@ -99,7 +103,9 @@ class Platforge:
 
     def build(self, ctx: Path, platforms: str, *extra: str) -> tuple[float, int]:
         argv = [PY, "-m", "platforge", "build", str(ctx), "--platform", platforms]
-        return timed([*argv, "--quiet", *extra], env=self.env)
+        # In the work directory: without -o the image lands in ./image, and
+        # with it a ./digest file, which must not litter the caller's directory.
+        return timed([*argv, "--quiet", *extra], env=self.env, cwd=self.work)
 
 
 class Buildah:
