@@ -100,18 +100,15 @@ def _get_from(
     pairs = [("repository", source.repository), ("tag", version.tag)]
 
     if not params.skip_download:
-        registries = remote.registries()
-        try:
-            if params.format == "rootfs":
-                _get_rootfs(dest, reference, registries, platform)
-                pairs.append(("platform", str(platform)))
-            elif params.format == "oci":
-                _get_oci_tar(dest, reference, registries, platform)
-                pairs.append(("platform", str(platform)))
-            else:
-                _get_layout(dest, reference, registries)
-        finally:
-            registries.close()
+        registries = remote.registries
+        if params.format == "rootfs":
+            _get_rootfs(dest, reference, registries, platform)
+            pairs.append(("platform", str(platform)))
+        elif params.format == "oci":
+            _get_oci_tar(dest, reference, registries, platform)
+            pairs.append(("platform", str(platform)))
+        else:
+            _get_layout(dest, reference, registries)
     return {"version": version.to_json(), "metadata": metadata(pairs)}
 
 

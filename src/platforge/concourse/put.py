@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from platforge.concourse.remote import Remote
     from platforge.concourse.source import PutParams
-    from platforge.registry.copy import CopyResult, Registries
+    from platforge.registry.copy import CopyResult
 
 __all__ = ["image_tags", "layout_from_tarball", "put"]
 
@@ -64,25 +64,21 @@ def put(src: Path, params: PutParams) -> dict[str, Any]:
     source = params.source
     with open_remote(source, mirror=False) as remote:
         tags = image_tags(src, params, remote)
-        registries = remote.registries()
-        try:
-            with _as_layout(image) as layout_dir:
-                result = _push(layout_dir, remote, tags, registries)
-        finally:
-            registries.close()
+        with _as_layout(image) as layout_dir:
+            result = _push(layout_dir, remote, tags)
     digest = str(result.digest)
     pairs = [("repository", source.repository), ("tags", " ".join(tags))]
     return {"version": {"tag": tags[0], "digest": digest}, "metadata": metadata(pairs)}
 
 
-def _push(
-    layout_dir: Path, remote: Remote, tags: list[str], registries: Registries
-) -> CopyResult:
+def _push(layout_dir: Path, remote: Remote, tags: list[str]) -> CopyResult:
     from platforge.registry.copy import push_layout  # noqa: PLC0415
 
     reference = remote.at_tag(tags[0])
     try:
-        return push_layout(layout_dir, reference, registries=registries, tags=tags[1:])
+        return push_layout(
+            layout_dir, reference, registries=remote.registries, tags=tags[1:]
+        )
     except LayoutError as exc:
         raise ConcourseError(f"params.image: {exc}") from exc
 

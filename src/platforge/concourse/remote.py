@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 from platforge.errors import ConcourseError
 from platforge.registry.auth import Credentials
-from platforge.registry.client import RegistryClient
+from platforge.registry.copy import Registries
 from platforge.registry.reference import Reference
 from platforge.registry.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from platforge.concourse.source import AwsConfig, Source
-    from platforge.registry.copy import Registries
+    from platforge.registry.client import RegistryClient
 
 __all__ = ["Remote", "announce_retries", "open_remote", "uses_mirror"]
 
@@ -41,13 +41,19 @@ RETRY_POLICY = RetryPolicy(attempts=6, base=0.5, max_delay=30.0, max_total=90.0)
 
 @dataclass
 class Remote:
-    """An open client for the source's repository; close it when done."""
+    """Open clients for the source's repository; close it when done.
 
-    client: RegistryClient
+    ``registries`` serves the image copies (push, pull) and ``client`` the single
+    requests (tags, manifest digests) alike, so a step authenticates once.
+    """
+
+    registries: Registries
     reference: Reference
     credentials: Credentials | None = None
-    insecure: bool = False
-    ca_certs: tuple[str, ...] = ()
+
+    @property
+    def client(self) -> RegistryClient:
+        return self.registries.client(self.reference.registry)
 
     @property
     def repository(self) -> str:
@@ -65,20 +71,8 @@ class Remote:
     def at_tag(self, tag: str) -> Reference:
         return self.reference.with_tag(tag)
 
-    def registries(self) -> Registries:
-        """Clients for copying images to and from this repository's registry."""
-        from platforge.registry.copy import Registries  # noqa: PLC0415
-
-        registry = self.reference.registry
-        return Registries(
-            insecure=frozenset({registry}) if self.insecure else frozenset(),
-            ca_certs=self.ca_certs,
-            credentials={registry: self.credentials} if self.credentials else {},
-            retry=RETRY_POLICY,
-        )
-
     def close(self) -> None:
-        self.client.close()
+        self.registries.close()
 
     def __enter__(self) -> Self:
         return self
@@ -102,7 +96,7 @@ def _has_registry_host(text: str) -> bool:
     return "/" in text and ("." in first or ":" in first or first == "localhost")
 
 
-def _ecr(aws: AwsConfig, reference: Reference) -> tuple[str, Credentials]:
+def _ecr(aws: AwsConfig) -> tuple[str, Credentials]:
     """The ECR registry host and a token for it, through boto3."""
     try:
         import boto3  # noqa: PLC0415 - optional dependency, only for ECR
@@ -136,7 +130,6 @@ def _ecr(aws: AwsConfig, reference: Reference) -> tuple[str, Credentials]:
         base64.b64decode(entry["authorizationToken"]).decode().partition(":")
     )
     host = str(entry["proxyEndpoint"]).removeprefix("https://").rstrip("/")
-    del reference
     return host, Credentials(username=user, password=password)
 
 
@@ -158,7 +151,7 @@ def open_remote(source: Source, *, mirror: bool = True) -> Remote:
         credentials = Credentials(username=source.username, password=source.password)
 
     if source.aws is not None:
-        host, credentials = _ecr(source.aws, reference)
+        host, credentials = _ecr(source.aws)
         reference = Reference(host, source.repository.strip("/"), reference.tag)
     elif mirror and uses_mirror(source):
         assert source.registry_mirror is not None  # noqa: S101 - uses_mirror says so
@@ -170,20 +163,14 @@ def open_remote(source: Source, *, mirror: bool = True) -> Remote:
                 username=chosen.username, password=chosen.password
             )
 
-    client = RegistryClient(
-        reference.registry,
-        credentials=credentials,
-        insecure=source.insecure,
+    registry = reference.registry
+    registries = Registries(
+        insecure=frozenset({registry}) if source.insecure else frozenset(),
         ca_certs=source.ca_certs,
+        credentials={registry: credentials} if credentials else {},
         retry=RETRY_POLICY,
     )
-    return Remote(
-        client=client,
-        reference=reference,
-        credentials=credentials,
-        insecure=source.insecure,
-        ca_certs=source.ca_certs,
-    )
+    return Remote(registries=registries, reference=reference, credentials=credentials)
 
 
 class _RetryAnnouncer(logging.Handler):
