@@ -266,14 +266,17 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
     if sandbox.capabilities().mode != "proot":
         # Say what is missing before unpacking anything.
         emulation.ensure(spec_platform)
-    image_fs = rootfs.prepare(layout, manifest, cache=cache)
+    # The config is in hand already; prepare() would read and parse it again.
+    lowerdirs = rootfs.layer_dirs(
+        layout, manifest, diff_ids=config.diff_ids, cache=cache
+    )
     (cache / "tmp").mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".run-", dir=cache / "tmp"))
     with _terminate_as_interrupt():
         try:
             result = sandbox.run(
                 sandbox.RunSpec(
-                    lowerdirs=image_fs.lowerdirs,
+                    lowerdirs=lowerdirs,
                     upperdir=scratch / "upper",
                     args=_argv(config, entrypoint, command, image),
                     env=_environment(config.config.env, env),
