@@ -166,3 +166,50 @@ def test_missing_base_image_is_one_line_naming_it(context, tmp_path, registry_pl
     assert len(lines) == 1
     assert base in lines[0]
     assert "Traceback" not in ran.stderr
+
+
+def test_a_rebuild_from_inside_the_context_is_a_full_cache_hit(context):
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY . /app/\n")
+    first = _platforge("build", ".", "--platform", "linux/amd64", cwd=context)
+    assert first.returncode == 0, first.stderr
+    assert (context / "image" / "index.json").exists()
+    assert (context / "digest").exists()
+    again = _platforge("build", ".", "--platform", "linux/amd64", cwd=context)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert " 0 step(s) run" in again.stderr
+
+
+def test_a_digest_file_of_the_users_is_not_overwritten(context, tmp_path):
+    notes = tmp_path / "out" / "digest"
+    notes.parent.mkdir()
+    notes.write_text("my precious notes\n")
+    dest = tmp_path / "out" / "image.tar"
+    ran = _platforge(
+        "build", str(context), "-o", f"type=oci-tar,dest={dest}", cwd=tmp_path
+    )
+    assert ran.returncode == 1
+    assert ran.stderr.count("\n") == 1
+    assert f"{notes} exists and does not hold a digest" in ran.stderr
+    assert notes.read_text() == "my precious notes\n"
+    assert not dest.exists()
+    notes.write_text("sha256:" + "0" * 64 + "\n")
+    ran = _platforge(
+        "build", str(context), "-o", f"type=oci-tar,dest={dest}", cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert notes.read_text() == ran.stdout.strip()
+
+
+def test_build_help_names_the_digest_file(tmp_path):
+    ran = _platforge("build", "--help", cwd=tmp_path)
+    assert "digest file" in ran.stdout
+
+
+def test_a_dockerfile_that_is_not_utf8_is_one_line(context, tmp_path):
+    (context / "Dockerfile").write_bytes(b"FROM scratch\nLABEL a=\xe9t\xe9\n")
+    ran = _platforge("build", str(context), cwd=tmp_path)
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines()[-1].startswith("platforge: error: ")
+    assert "not UTF-8" in ran.stderr
+    assert "Traceback" not in ran.stderr

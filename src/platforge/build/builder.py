@@ -135,8 +135,27 @@ class BuildSession:
         with self._lock:
             if self._context_tree is None:
                 ignore = dockerignore.load(self.request.context, self.dockerfile_path())
-                self._context_tree = SourceTree(self.request.context, ignore)
+                self._context_tree = SourceTree(
+                    self.request.context, ignore, hidden=self._outputs_inside_context()
+                )
             return self._context_tree
+
+    def _outputs_inside_context(self) -> frozenset[str]:
+        """Outputs (and their digest files) in the context, as relative paths.
+
+        A build run from its context writes ``./image`` and ``./digest`` there;
+        reading them back as context would put each image into the next one.
+        """
+        context = self.request.context.resolve()
+        inside = set()
+        for out in self.request.outputs:
+            if out.dest is None:
+                continue
+            for path in (out.dest, output.digest_file_of(out.dest)):
+                resolved = path.resolve()
+                if resolved.is_relative_to(context) and resolved != context:
+                    inside.add(resolved.relative_to(context).as_posix())
+        return frozenset(inside)
 
     # -- stages ------------------------------------------------------------------
 
@@ -493,13 +512,11 @@ class BuildSession:
 
     def run(self) -> BuildResult:
         path = self.dockerfile_path()
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise BuildError(
-                f"cannot read Dockerfile {path}: {exc.strerror}; pass -f FILE"
-            ) from None
+        text = parser.read_dockerfile(path)
         dockerfile = parser.parse(text, filename=str(path))
+        for out in self.request.outputs:
+            if out.dest is not None:
+                output.check_digest_file(out.dest)
         wanted = self.request.platforms or [platforms.host()]
         multi = planner.resolve_all(
             dockerfile,

@@ -129,8 +129,18 @@ class SourceTree:
     root: Path
     ignore: IgnoreMatcher | None = None
     name: str = "context"
+    # Paths (relative, with "/") never part of the tree, nor anything below
+    # them: platforge's own outputs when they lie inside the context.
+    hidden: frozenset[str] = frozenset()
+
+    def _hides(self, relpath: str) -> bool:
+        return any(
+            relpath == path or relpath.startswith(f"{path}/") for path in self.hidden
+        )
 
     def _visible(self, relpath: str, *, is_dir: bool) -> bool:
+        if self.hidden and self._hides(relpath):
+            return False
         return self.ignore is None or not self.ignore.excluded(relpath, is_dir=is_dir)
 
     def _safe_rel(self, word: str) -> str:
@@ -321,7 +331,8 @@ class SourceTree:
                     if (
                         is_dir
                         and self.ignore is not None
-                        and not (self.ignore.can_prune(full_rel))
+                        and not self.ignore.can_prune(full_rel)
+                        and not self._hides(full_rel)
                     ):
                         subdirs.append(rel)  # a later "!" may re-include a child
                     continue

@@ -17,7 +17,9 @@ reachable from that root:
   manifests, then the index, then the tags.
 
 Next to each output a file named ``digest`` holds the digest of the root — what a
-push reports and what ``docker buildx`` calls the image digest.
+push reports and what ``docker buildx`` calls the image digest (``oci-build-task``
+users read it). An existing ``digest`` file is replaced only when it holds a
+digest line; anything else there stops the build before it starts.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from platforge import platforms
-from platforge.errors import BuildError
+from platforge.errors import BuildError, PlatforgeError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import (
     ANNOTATION_REF_NAME,
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Assembled",
     "assemble",
+    "check_digest_file",
+    "digest_file_of",
     "ref_name_for",
     "timestamp",
     "write_digest_file",
@@ -68,6 +72,8 @@ log = logging.getLogger("platforge.build.output")
 # Outputs are meant to be read by other tools and users (skopeo, docker load);
 # temporary files start private, so they get the usual mode before the rename.
 _FILE_MODE = 0o644
+# A digest line is short; a bigger file is someone else's.
+_DIGEST_FILE_LIMIT = 256
 
 
 class Assembled:
@@ -331,8 +337,34 @@ def _docker_tag(text: str) -> str:
     return f"{reference.name}:{reference.tag or 'latest'}".removeprefix("docker.io/")
 
 
+def digest_file_of(output: Path) -> Path:
+    """The ``digest`` file that goes with ``output``: beside it."""
+    return output.parent / "digest"
+
+
+def check_digest_file(output: Path) -> None:
+    """Refuse an existing ``digest`` beside ``output`` that is not a digest line.
+
+    Only a file a build wrote (one digest, as ``oci-build-task`` leaves it) may be
+    replaced; anything else there is the user's.
+    """
+    target = digest_file_of(output)
+    if not os.path.lexists(target):
+        return
+    try:
+        with target.open("rb") as fh:
+            head = fh.read(_DIGEST_FILE_LIMIT)
+        Digest.parse(head.decode("ascii").strip())
+    except (OSError, UnicodeDecodeError, ValueError, PlatforgeError):
+        raise BuildError(
+            f"{target} exists and does not hold a digest; platforge writes the "
+            "image digest there: move that file away or choose another dest"
+        ) from None
+
+
 def write_digest_file(output: Path, digest: Digest) -> Path:
     """Write ``digest`` to a file named ``digest`` next to ``output``."""
-    target = output.parent / "digest"
+    check_digest_file(output)
+    target = digest_file_of(output)
     _write_file_atomic(target, str(digest).encode())
     return target

@@ -153,7 +153,7 @@ def _progress_printer(mode: str) -> Callable[[BuildEvent], None]:
     "outputs",
     multiple=True,
     help="type=oci,dest=DIR | type=oci-tar,dest=FILE | type=docker,dest=FILE "
-    "| type=registry.",
+    "| type=registry. Each also writes a digest file beside its dest.",
 )
 @click.option(
     "--build-arg",
@@ -213,7 +213,10 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
     """Build every platform of a Dockerfile into one OCI image index.
 
     Without --output and --push the image goes to an OCI layout in ./image.
-    The digest is printed on stdout.
+    The digest is printed on stdout and written to a file named digest next to
+    each output (./digest for ./image), as oci-build-task does; an existing
+    digest file that holds anything but a digest is never overwritten. Outputs
+    inside the build context are not part of it.
 
     \b
     Example:
