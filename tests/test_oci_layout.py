@@ -372,3 +372,11 @@ def test_write_config_stores_the_edits_made_to_a_parsed_config(tmp_path):
 
     assert written.digest != original.digest
     assert layout.read_config(written).diff_ids == [Digest.of(b"a layer")]
+
+
+def test_an_index_json_that_cannot_be_read_is_a_layout_error(tmp_path):
+    layout = Layout.create(tmp_path / "layout")
+    (layout.path / "index.json").unlink()
+    (layout.path / "index.json").mkdir()
+    with pytest.raises(LayoutError, match=r"cannot read .*index\.json: Is a directory"):
+        layout.index()

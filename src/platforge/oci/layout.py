@@ -124,7 +124,9 @@ class Layout:
                 "give the directory an OCI layout was written to"
             ) from None
         except (OSError, ValueError) as exc:
-            raise LayoutError(f"{marker} is unreadable: {exc}") from None
+            raise LayoutError(
+                f"{marker} is unreadable: {exc}; write the layout again"
+            ) from None
         version = (
             document.get("imageLayoutVersion") if isinstance(document, dict) else None
         )
@@ -252,6 +254,10 @@ class Layout:
         except FileNotFoundError:
             raise LayoutError(
                 f"{self.path} has no {INDEX_FILE}; it is not a complete OCI layout"
+            ) from None
+        except OSError as exc:
+            raise LayoutError(
+                f"cannot read {path}: {exc.strerror or exc}; write the layout again"
             ) from None
         try:
             return Index.parse(raw)
