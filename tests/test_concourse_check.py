@@ -1,10 +1,14 @@
 """check's three modes against real tags in the test bed's registries."""
 
+import json
 import uuid
 
 import pytest
 
 from test_concourse_support import (
+    OCI_INDEX,
+    Blob,
+    Image,
     answer,
     multi_image,
     push,
@@ -193,3 +197,42 @@ def test_semver_mode_ends_with_latest_when_no_version_names_its_image(registry_p
         "1.0.0",
         "2.0",
     ]
+
+
+def _arm_index(seed, *, v6, v7):
+    """An index of linux/arm/v6 and linux/arm/v7 images created at ``v6``/``v7``."""
+    parts = {
+        variant: single_image(f"{seed}-{variant}", arch="arm", created=created)
+        for variant, created in (("v6", v6), ("v7", v7))
+    }
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            part.top.descriptor(
+                platform={"architecture": "arm", "os": "linux", "variant": variant}
+            )
+            for variant, part in parts.items()
+        ],
+    }
+    return Image(
+        top=Blob(OCI_INDEX, json.dumps(index).encode()),
+        blobs=[blob for part in parts.values() for blob in part.blobs],
+        manifests=[part.top for part in parts.values()],
+    )
+
+
+def test_created_at_sort_reads_the_source_platforms_variant(registry_plain):
+    repo = f"concourse/created-{uuid.uuid4().hex[:8]}"
+    early, late = "2024-01-01T00:00:00Z", "2024-05-01T00:00:00Z"
+    push(registry_plain, repo, _arm_index("one", v6=late, v7=early), ["1.0.0"])
+    push(registry_plain, repo, _arm_index("two", v6=early, v7=late), ["2.0.0"])
+    platform = {"os": "linux", "architecture": "arm", "variant": "v7"}
+    versions = run_check(
+        registry_plain,
+        repo,
+        tag_regex=r"^\d",
+        created_at_sort=True,
+        platform=platform,
+    )
+    assert tags_of(versions) == ["1.0.0", "2.0.0"]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from platforge.concourse.protocol import ResourceVersion
 from platforge.concourse.semver import TagVersion, parse_version, tag_version
+from platforge.oci.content import Index, Manifest, parse_manifest
 
 if TYPE_CHECKING:
     from platforge.concourse.remote import Remote
@@ -168,29 +169,20 @@ def _digests(remote: Remote, tags: list[str]) -> dict[str, str]:
 
 
 def _created(remote: Remote, digest: str, source: Source) -> datetime:
-    """When the image was created (for an index, the source platform's or first)."""
+    """When the image was created (for an index: the source platform's manifest,
+    picked with the usual fallbacks, else the first)."""
     info = remote.client.get_manifest(remote.repository, digest)
-    document = json.loads(info.raw)
-    if "manifests" in document:
-        manifests = document.get("manifests") or []
-        chosen = manifests[0] if manifests else None
-        if source.platform is not None:
-            for entry in manifests:
-                platform = entry.get("platform") or {}
-                if (
-                    platform.get("os") == source.platform.os
-                    and platform.get("architecture") == source.platform.architecture
-                ):
-                    chosen = entry
-                    break
+    document = parse_manifest(info.raw, info.media_type or None)
+    if isinstance(document, Index):
+        chosen = document.find(source.platform) if source.platform else None
+        chosen = chosen or next(iter(document.manifests), None)
         if chosen is None:
             return _EPOCH
-        document = json.loads(
-            remote.client.get_manifest(remote.repository, chosen["digest"]).raw
-        )
-    config = (document.get("config") or {}).get("digest")
-    if not config:
+        child = remote.client.get_manifest(remote.repository, str(chosen.digest))
+        document = parse_manifest(child.raw, chosen.media_type)
+    if not isinstance(document, Manifest):
         return _EPOCH
+    config = str(document.config.digest)
     with remote.client.open_blob(remote.repository, config) as blob:
         raw = blob.read(_MAX_CONFIG)
     try:
