@@ -184,7 +184,7 @@ def main() -> None:
 
 
 class _Discard:
-    """Counts nothing, keeps nothing: the layer's own size is all we need."""
+    """Drops what is written: only the size write_layer reports is wanted."""
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         return len(data)
