@@ -121,6 +121,7 @@ class BaseResolver:
                 "name and tag, or push the base image first"
             ) from None
         document = parse_manifest(raw, media_type or None)
+        lone = not isinstance(document, Index)
         if isinstance(document, Index):
             chosen = document.find(platform)
             if chosen is None:
@@ -148,7 +149,7 @@ class BaseResolver:
                     for d in missing
                 ]:
                     future.result()
-        return self._state(manifest, text)
+        return self._state(manifest, text, platform if lone else None)
 
     def _fetch(
         self, client: RegistryClient, repository: str, digest: str, size: int
@@ -161,10 +162,31 @@ class BaseResolver:
                     repository, digest, self.store.blob_path(digest), size=size
                 )
 
-    def _state(self, manifest: Manifest, text: str) -> ImageState:
+    def _state(
+        self, manifest: Manifest, text: str, platform: Platform | None = None
+    ) -> ImageState:
+        """The state of a base image; ``platform`` is checked for a lone manifest.
+
+        An index picks the manifest for the platform; a lone manifest is for
+        whatever its config says, which must run as ``platform`` (BuildKit
+        refuses it otherwise) lest an index entry say one platform and hold
+        another's files.
+        """
         config: dict[str, Any] = json.loads(
             self.store.read_blob(str(manifest.config.digest))
         )
+        if platform is not None and config.get("architecture"):
+            actual = platforms.Platform(
+                os=str(config.get("os") or "linux"),
+                architecture=str(config["architecture"]),
+                variant=config.get("variant") or None,
+            )
+            if not platforms.only(platform).match(actual):
+                raise BuildError(
+                    f"base image {text} is for {platforms.format(actual)}, not "
+                    f"{platforms.format(platform)}; use an image index that has "
+                    "that platform, or build only for the image's platform"
+                )
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(manifest.layers):
             raise BuildError(
@@ -216,6 +238,7 @@ class BaseResolver:
 
         raw = read(str(descriptor.digest))
         document = parse_manifest(raw, descriptor.media_type)
+        lone = not isinstance(document, Index)
         if isinstance(document, Index):
             chosen = document.find(platform)
             if chosen is None:
@@ -228,7 +251,7 @@ class BaseResolver:
         for d in [document.config, *document.layers]:
             self._import_blob(blobs, str(d.digest), text)
         self.store.put_bytes(raw)
-        return self._state(document, f"oci-layout://{text}")
+        return self._state(document, f"oci-layout://{text}", platform if lone else None)
 
     def _import_blob(self, blobs: Path, digest: str, text: str) -> None:
         if self.store.has_blob(digest):

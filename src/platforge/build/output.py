@@ -116,7 +116,7 @@ def assemble(
     """Write configs, manifests and (for several platforms) the index."""
     manifests: dict[str, Descriptor] = {}
     for platform, state in images:
-        config = dict(state.config)
+        config = _for_platform(dict(state.config), platform)
         config["created"] = _image_time(state, epoch)
         config_raw = canonical_json(_ordered_config(config))
         config_digest, config_size = store.put_bytes(config_raw)
@@ -137,6 +137,29 @@ def assemble(
         store.put_bytes(index.raw)
         root = index.descriptor()
     return Assembled(root, manifests)
+
+
+def _for_platform(config: dict[str, Any], platform: Platform) -> dict[str, Any]:
+    """The config names the platform the image was built for.
+
+    A target stage built FROM a ``--platform=$BUILDPLATFORM`` stage starts from
+    that stage's config, which names the build platform; the image is still the
+    target platform's (its index entry says so). A config whose platform already
+    runs as the target (arm64 with variant v8) is kept as it is.
+    """
+    named = platforms.Platform(
+        os=str(config.get("os") or ""),
+        architecture=str(config.get("architecture") or ""),
+        variant=config.get("variant") or None,
+    )
+    if platforms.only_strict(platform).match(named):
+        return config
+    config["architecture"] = platform.architecture
+    config["os"] = platform.os
+    config.pop("variant", None)
+    if platform.variant:
+        config["variant"] = platform.variant
+    return config
 
 
 _CONFIG_ORDER = ("created", "author", "architecture", "os", "os.version", "variant")
