@@ -541,3 +541,17 @@ def test_a_blob_missing_from_the_layout_is_named(registry_plain, tmp_path, monke
     ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
     with Registries() as registries, pytest.raises(LayoutError, match="lacks blob"):
         push_layout(layout.path, ref, registries=registries)
+
+
+def test_push_by_digest_takes_any_manifest_blob_of_the_layout(registry_plain, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img")
+    layout.set_index([])  # the manifest stays as a blob only
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    with Registries() as registries:
+        result = push_layout(
+            layout.path, ref, registries=registries, digest=str(descriptor.digest)
+        )
+        assert result.digest == descriptor.digest
+        absent = "sha256:" + "0" * 64
+        with pytest.raises(LayoutError, match=f"does not hold image {absent}"):
+            push_layout(layout.path, ref, registries=registries, digest=absent)

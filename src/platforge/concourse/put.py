@@ -29,7 +29,6 @@ multi-platform image).
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import shutil
 import tarfile
@@ -44,7 +43,6 @@ from platforge.concourse.protocol import metadata
 from platforge.concourse.remote import open_remote
 from platforge.concourse.semver import Version, alias_tags, parse_version
 from platforge.errors import ConcourseError, LayoutError, ReferenceFormatError
-from platforge.oci import mediatypes as mt
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -64,20 +62,26 @@ def put(src: Path, params: PutParams) -> dict[str, Any]:
     source = params.source
     with open_remote(source, mirror=False) as remote:
         tags = image_tags(src, params, remote)
-        with _as_layout(image) as layout_dir:
-            result = _push(layout_dir, remote, tags)
+        with _as_layout(image) as (layout_dir, digest):
+            result = _push(layout_dir, digest, remote, tags)
     digest = str(result.digest)
     pairs = [("repository", source.repository), ("tags", " ".join(tags))]
     return {"version": {"tag": tags[0], "digest": digest}, "metadata": metadata(pairs)}
 
 
-def _push(layout_dir: Path, remote: Remote, tags: list[str]) -> CopyResult:
+def _push(
+    layout_dir: Path, digest: str | None, remote: Remote, tags: list[str]
+) -> CopyResult:
     from platforge.registry.copy import push_layout  # noqa: PLC0415
 
     reference = remote.at_tag(tags[0])
     try:
         return push_layout(
-            layout_dir, reference, registries=remote.registries, tags=tags[1:]
+            layout_dir,
+            reference,
+            registries=remote.registries,
+            tags=tags[1:],
+            digest=digest,
         )
     except LayoutError as exc:
         raise ConcourseError(f"params.image: {exc}") from exc
@@ -155,64 +159,27 @@ def image_tags(src: Path, params: PutParams, remote: Remote | None) -> list[str]
 
 
 @contextmanager
-def _as_layout(image: Path) -> Iterator[Path]:
-    """The image as an OCI layout directory (a tarball is unpacked to a temp one)."""
+def _as_layout(image: Path) -> Iterator[tuple[Path, str | None]]:
+    """The image as an OCI layout directory (a tarball is unpacked to a temp one),
+    and the digest of the image to push when a ``single-image-digest`` marker names
+    it (the registry-image resource writes that beside a layout holding one image
+    rather than an index; whatever else ``index.json`` lists is not pushed)."""
     if image.is_dir():
         if not (image / "index.json").is_file():
             raise ConcourseError(
                 f"params.image {image} is a directory without index.json; point it "
                 "at an OCI layout (image/image) or a tarball (image/image.tar)"
             )
-        if (image / SINGLE_IMAGE_MARKER).is_file():
-            with _single_image_view(image) as view:
-                yield view
-            return
-        yield image
+        marker = image / SINGLE_IMAGE_MARKER
+        digest = (
+            marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+        )
+        yield image, digest or None
         return
     temp = Path(tempfile.mkdtemp(prefix="platforge-put-"))
     try:
         layout_from_tarball(image, temp / "layout")
-        yield temp / "layout"
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-@contextmanager
-def _single_image_view(layout: Path) -> Iterator[Path]:
-    """A layout naming only the image that ``single-image-digest`` marks.
-
-    The registry-image resource writes that marker beside a layout holding one
-    image rather than an index; the image it names is what gets pushed, whatever
-    else ``index.json`` lists. The view shares the layout's blobs (a symlink) and
-    leaves the layout itself untouched.
-    """
-    digest = (layout / SINGLE_IMAGE_MARKER).read_text(encoding="utf-8").strip()
-    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
-    entry = next(
-        (e for e in index.get("manifests") or [] if e.get("digest") == digest), None
-    )
-    if entry is None:
-        algorithm, _, encoded = digest.partition(":")
-        blob = layout / "blobs" / algorithm / encoded
-        if not blob.is_file():
-            raise ConcourseError(
-                f"params.image {layout}: {SINGLE_IMAGE_MARKER} names {digest}, which "
-                "the layout does not hold; write the layout again"
-            )
-        document = json.loads(blob.read_bytes())
-        entry = {
-            "mediaType": document.get("mediaType", mt.OCI_MANIFEST),
-            "digest": digest,
-            "size": blob.stat().st_size,
-        }
-    entry = {k: v for k, v in entry.items() if k != "annotations"}
-    temp = Path(tempfile.mkdtemp(prefix="platforge-put-"))
-    try:
-        (temp / "blobs").symlink_to((layout / "blobs").resolve())
-        shutil.copyfile(layout / "oci-layout", temp / "oci-layout")
-        view = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry]}
-        (temp / "index.json").write_text(json.dumps(view), encoding="utf-8")
-        yield temp
+        yield temp / "layout", None
     finally:
         shutil.rmtree(temp, ignore_errors=True)
 

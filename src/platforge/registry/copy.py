@@ -478,6 +478,22 @@ def layout_root(layout: Layout, name: str | None = None) -> tuple[Descriptor, by
     )
 
 
+def _layout_image(layout: Layout, digest: str) -> tuple[Descriptor, bytes]:
+    """The image ``digest`` of a layout: an ``index.json`` entry or any manifest or
+    index among its blobs."""
+    wanted = Digest.parse(digest)
+    entry = next((e for e in layout.index().manifests if e.digest == wanted), None)
+    if entry is None:
+        if not layout.has_blob(wanted):
+            raise LayoutError(
+                f"layout {layout.path} does not hold image {digest}; write the "
+                "layout again"
+            )
+        raw = layout.read_blob(wanted)
+        entry = Descriptor(parse_manifest(raw).media_type, wanted, len(raw))
+    return _clean(entry), _LayoutSource(layout).read_manifest(entry)
+
+
 def layout_platform(
     layout: Layout, root: Descriptor, raw: bytes, platform: Platform
 ) -> tuple[Descriptor, bytes]:
@@ -503,11 +519,18 @@ def push_layout(
     registries: Registries,
     tags: Iterable[str] = (),
     name: str | None = None,
+    digest: str | None = None,
     progress: ProgressFn | None = None,
 ) -> CopyResult:
-    """Push the image of the layout at ``path`` to ``reference`` (plus ``tags``)."""
+    """Push the image of the layout at ``path`` to ``reference`` (plus ``tags``).
+
+    Which image: the one ``digest`` names (an entry of ``index.json`` or any manifest
+    or index blob), else as the module docstring says, ``name`` picking by ref name.
+    """
     layout = Layout.open(path)
-    if name is None and reference.tag is not None:
+    if digest is not None:
+        root, raw = _layout_image(layout, digest)
+    elif name is None and reference.tag is not None:
         # A layout holding several named images: the target tag picks one.
         try:
             root, raw = layout_root(layout, reference.tag)
