@@ -43,7 +43,7 @@ from platforge.concourse.remote import open_remote, uses_mirror
 from platforge.errors import ConcourseError, ContentError, PlatforgeError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Manifest
-from platforge.oci.layout import Layout
+from platforge.oci.layout import Layout, write_atomic
 
 if TYPE_CHECKING:
     from platforge.concourse.protocol import ResourceVersion
@@ -62,10 +62,7 @@ SINGLE_IMAGE_MARKER = "single-image-digest"
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    Path(temp).replace(path)
+    write_atomic(path, text.encode())
 
 
 def get(dest: Path, version: ResourceVersion, params: GetParams) -> dict[str, Any]:

@@ -54,7 +54,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from platforge import platforms
-from platforge.errors import ConcourseError, PlatformError
+from platforge.errors import ConcourseError, NotFoundError, PlatformError
+from platforge.oci.content import Manifest
+from platforge.oci.layout import Layout, write_atomic
 
 if TYPE_CHECKING:
     from platforge.platforms import Platform
@@ -377,67 +379,49 @@ def run_task(env: dict[str, str], outputs: Path) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    Path(temp).replace(path)
+    write_atomic(path, text.encode())
 
 
-def _manifest_for_host(layout: Path) -> dict[str, Any]:
-    """The image manifest of a layout's one image (the host's platform of an index)."""
+def _image_for_host(layout_dir: Path) -> tuple[Layout, Manifest]:
+    """The layout's image manifest (of an index: the one for this worker)."""
+    from platforge.registry.copy import layout_platform, layout_root  # noqa: PLC0415
 
-    def blob(digest: str) -> dict[str, Any]:
-        algorithm, _, encoded = digest.partition(":")
-        data: dict[str, Any] = json.loads(
-            (layout / "blobs" / algorithm / encoded).read_bytes()
+    layout = Layout.open(layout_dir)
+    root, raw = layout_root(layout)
+    try:
+        root, raw = layout_platform(
+            layout, root, raw, platforms.host(), require_platform=False
         )
-        return data
-
-    document: dict[str, Any] = json.loads((layout / "index.json").read_bytes())
-    entry = document["manifests"][0]
-    document = blob(entry["digest"])
-    if "manifests" in document:
-        candidates = [
-            platforms.from_json(m.get("platform") or {"os": "?", "architecture": "?"})
-            for m in document["manifests"]
-        ]
-        chosen = platforms.best_match(platforms.host(), candidates)
-        if chosen is None:
-            raise ConcourseError(
-                f"UNPACK_ROOTFS: the image has no platform this worker "
-                f"({platforms.host()}) runs; build for it or drop UNPACK_ROOTFS"
-            )
-        document = blob(document["manifests"][chosen]["digest"])
-    return document
+    except NotFoundError as exc:
+        raise ConcourseError(
+            f"UNPACK_ROOTFS: the image has no platform this worker "
+            f"({platforms.host()}) runs; build for it or drop UNPACK_ROOTFS"
+        ) from exc
+    return layout, Manifest.parse(raw, root.media_type)
 
 
-def _config_digest(layout: Path) -> str:
-    return str(_manifest_for_host(layout)["config"]["digest"])
+def _config_digest(layout_dir: Path) -> str:
+    return str(_image_for_host(layout_dir)[1].config.digest)
 
 
-def _unpack(layout: Path, out_dir: Path) -> None:
+def _unpack(layout_dir: Path, out_dir: Path) -> None:
     """``rootfs/`` and ``metadata.json`` (env, user) as oci-build-task writes them."""
     from platforge.oci.unpack import unpack_layers  # noqa: PLC0415
 
-    manifest = _manifest_for_host(layout)
-
-    def path_of(digest: str) -> Path:
-        algorithm, _, encoded = digest.partition(":")
-        return layout / "blobs" / algorithm / encoded
-
-    config = json.loads(path_of(manifest["config"]["digest"]).read_bytes())
+    layout, manifest = _image_for_host(layout_dir)
+    config = layout.read_config(manifest.config)
     rootfs = out_dir / "rootfs"
     if rootfs.exists():
         shutil.rmtree(rootfs)
     rootfs.mkdir()
     with ExitStack() as stack:
         layers = [
-            stack.enter_context(path_of(layer["digest"]).open("rb"))
-            for layer in manifest["layers"]
+            stack.enter_context(layout.blob_path(layer.digest).open("rb"))
+            for layer in manifest.layers
         ]
         unpack_layers(layers, rootfs)
-    run = config.get("config") or {}
+    run = config.config
     _write_text(
         out_dir / "metadata.json",
-        json.dumps({"env": run.get("Env") or [], "user": run.get("User") or ""}),
+        json.dumps({"env": run.env, "user": run.user or ""}),
     )

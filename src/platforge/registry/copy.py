@@ -37,7 +37,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -63,7 +62,7 @@ from platforge.oci.content import (
     parse_manifest,
 )
 from platforge.oci.digest import Digest, digest_stream
-from platforge.oci.layout import Layout
+from platforge.oci.layout import Layout, write_atomic
 from platforge.registry.client import ManifestInfo, RegistryClient
 from platforge.registry.progress import BlobEvent, ProgressFn, emit
 from platforge.registry.retry import RetryPolicy
@@ -495,11 +494,18 @@ def _layout_image(layout: Layout, digest: str) -> tuple[Descriptor, bytes]:
 
 
 def layout_platform(
-    layout: Layout, root: Descriptor, raw: bytes, platform: Platform
+    layout: Layout,
+    root: Descriptor,
+    raw: bytes,
+    platform: Platform,
+    *,
+    require_platform: bool = True,
 ) -> tuple[Descriptor, bytes]:
     """``platform``'s manifest under ``root`` of a layout, as :func:`fetch_manifest`
-    picks it with ``require_platform``."""
-    return _pick_platform(_LayoutSource(layout), root, raw, platform, require=True)
+    picks it."""
+    return _pick_platform(
+        _LayoutSource(layout), root, raw, platform, require=require_platform
+    )
 
 
 def _names(entries: Iterable[Descriptor]) -> str:
@@ -777,7 +783,4 @@ def _write_metadata(path: Path, config: ImageConfig) -> None:
         metadata["cmd"] = run.cmd
     if run.entrypoint is not None:
         metadata["entrypoint"] = run.entrypoint
-    fd, temp = tempfile.mkstemp(prefix=".metadata.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(metadata, out)
-    Path(temp).replace(path)
+    write_atomic(path, json.dumps(metadata).encode())
