@@ -16,6 +16,7 @@ from platforge.dockerfile.parser import (
     parse,
     parse_heredoc_word,
     read_dockerfile,
+    source_text,
 )
 from platforge.errors import DockerfileError
 
@@ -297,3 +298,23 @@ def test_read_dockerfile_turns_an_os_error_into_a_dockerfile_error(tmp_path):
         DockerfileError, match=f"{tmp_path}: cannot read the Dockerfile"
     ):
         read_dockerfile(tmp_path)
+
+
+def test_source_text_of_an_onbuild_trigger_keeps_its_here_documents():
+    text = (
+        "FROM scratch\n"
+        "ONBUILD RUN <<EOF cat >/a && <<-'END' cat >/b\n"
+        "echo $HOME\n"
+        "EOF\n"
+        "\tindented\n"
+        "\tEND\n"
+    )
+    trigger = parse(text).instructions[1].onbuild
+    assert trigger is not None
+
+    again = parse(source_text(trigger), filename="ONBUILD").instructions[0]
+
+    assert again.keyword == "RUN"
+    assert again.args == trigger.args
+    assert again.heredocs == trigger.heredocs
+    assert [h.content for h in again.heredocs] == ["echo $HOME\n", "indented\n"]

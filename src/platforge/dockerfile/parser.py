@@ -16,6 +16,8 @@ Public names::
                 end_line, onbuild, ast_words)
     Heredoc(name, content, expand, chomp_tabs)
     dump(dockerfile) -> str      the reference parser's S-expression dump
+    source_text(instruction) -> str   text that parses back to the instruction,
+                                      here-document bodies included
 
 What the parser understands (the rules of BuildKit's Dockerfile frontend):
 
@@ -75,6 +77,7 @@ __all__ = [
     "parse",
     "parse_heredoc_word",
     "read_dockerfile",
+    "source_text",
 ]
 
 KEYWORDS = (
@@ -667,6 +670,18 @@ def _instruction_from_line(line: str, escape: str) -> Instruction:
     if not instruction.ast_words:
         instruction.ast_words = list(instruction.args)
     return instruction
+
+
+def source_text(instruction: Instruction) -> str:
+    """Dockerfile text that parses back to ``instruction``, bodies included.
+
+    ``original`` is the instruction's line alone; its here-documents follow it in
+    a Dockerfile, each body closed by its delimiter. This is the form to store an
+    ``ONBUILD`` trigger in, so that the child image re-parses the same bodies
+    (tabs a ``<<-`` body lost stay lost; re-reading it strips nothing more).
+    """
+    bodies = "".join(f"{h.content}{h.name}\n" for h in instruction.heredocs)
+    return f"{instruction.original}\n{bodies}"
 
 
 def parse_heredoc_word(word: str) -> Heredoc | None:
