@@ -8,11 +8,14 @@ reachable from that root:
   descriptor — the index for several platforms, the manifest for one — annotated
   with ``org.opencontainers.image.ref.name`` (the first tag's tag, else
   ``latest``), the shape ``oci-build-task`` writes and ``skopeo inspect
-  oci:DIR:TAG`` reads. Blobs are hard-linked from the store when they share a
-  filesystem, copied otherwise.
+  oci:DIR:TAG`` reads. Blobs are copied from the store (and verified), never
+  linked, so an edited output cannot change the cache.
 * ``oci-tar``: the same layout as one tar stream (an OCI archive).
 * ``docker``: a docker-archive (``docker save`` format) of one platform, which
   ``docker load`` accepts.
+
+Both archives are written by :mod:`platforge.oci.archive`, reading the store as
+the OCI layout it is.
 * ``registry``: every tag pushed through ``platforge.registry.copy``: blobs, then
   manifests, then the index, then the tags.
 
@@ -24,19 +27,17 @@ digest line; anything else there stops the build before it starts.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
 from platforge.errors import BuildError, PlatforgeError
+from platforge.oci import archive
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import (
     ANNOTATION_REF_NAME,
@@ -46,10 +47,9 @@ from platforge.oci.content import (
     canonical_json,
 )
 from platforge.oci.digest import Digest
+from platforge.oci.layout import Layout, write_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from platforge.build.image import ImageState
     from platforge.build.store import Store
     from platforge.platforms import Platform
@@ -69,9 +69,6 @@ __all__ = [
 
 log = logging.getLogger("platforge.build.output")
 
-# Outputs are meant to be read by other tools and users (skopeo, docker load);
-# temporary files start private, so they get the usual mode before the rename.
-_FILE_MODE = 0o644
 # A digest line is short; a bigger file is someone else's.
 _DIGEST_FILE_LIMIT = 256
 
@@ -185,142 +182,66 @@ def ref_name_for(tags: list[str]) -> str:
     return reference.tag or "latest"
 
 
-def _reachable(store: Store, root: Descriptor) -> list[Descriptor]:
-    """Every blob under ``root``, children before parents, root last."""
-    found: list[Descriptor] = []
-    raw = store.read_blob(str(root.digest))
-    if mt.is_index(root.media_type):
-        for child in Index.parse(raw, root.media_type).manifests:
-            found.extend(_reachable(store, child))
-    else:
-        manifest = Manifest.parse(raw, root.media_type)
-        found.append(manifest.config)
-        found.extend(manifest.layers)
-    found.append(root)
-    return found
-
-
-def _place_blob(store: Store, digest: str, target: Path) -> None:
-    if target.exists():
-        return
-    tmp = target.with_name(f".tmp-{target.name}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(store.blob_path(digest), tmp)
-    except OSError:
-        shutil.copyfile(store.blob_path(digest), tmp)
-    tmp.replace(target)
-
-
 def _index_json(root: Descriptor, ref_name: str) -> bytes:
+    return Index.build([_named(root, ref_name)]).raw
+
+
+def _named(root: Descriptor, ref_name: str) -> Descriptor:
     entry = Descriptor(root.media_type, root.digest, root.size)
-    entry = entry.with_annotations({ANNOTATION_REF_NAME: ref_name})
-    return canonical_json(
-        {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [entry.to_json()]}
+    return entry.with_annotations({ANNOTATION_REF_NAME: ref_name})
+
+
+def _cannot_write(dest: Path, exc: OSError) -> BuildError:
+    return BuildError(
+        f"cannot write output {dest}: {exc.strerror or exc}; choose a dest in a "
+        "writable directory with room for the image"
     )
 
 
-def _write_file_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        Path(name).chmod(_FILE_MODE)
-        Path(name).replace(path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
 def write_oci_layout(store: Store, root: Descriptor, dest: Path, ref_name: str) -> None:
-    """``dest`` becomes an OCI layout holding exactly this image."""
+    """``dest`` becomes an OCI layout holding exactly this image.
+
+    Blobs are copied from the store and verified on the way, so the output
+    shares no inode with the cache: editing one never changes the other. A new
+    ``dest`` is assembled beside it and renamed into place; into an existing
+    layout the blobs go first and ``index.json`` last. Either way a failure
+    leaves no half-written layout.
+    """
     if dest.exists() and not dest.is_dir():
         raise BuildError(
             f"output {dest} exists and is not a directory; pick a new dest"
         )
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
-    for descriptor in _reachable(store, root):
-        _place_blob(store, str(descriptor.digest), blobs / descriptor.digest.encoded)
-    _write_file_atomic(dest / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-    _write_file_atomic(dest / "index.json", _index_json(root, ref_name))
-
-
-@contextlib.contextmanager
-def _atomic_output(dest: Path) -> Iterator[IO[bytes]]:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    source = Layout.open(store.path)
+    fresh = not dest.exists()
     try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-        Path(name).chmod(_FILE_MODE)
-        Path(name).replace(dest)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
-def _tar_add(
-    tar: tarfile.TarFile,
-    name: str,
-    *,
-    data: bytes | None = None,
-    path: Path | None = None,
-) -> None:
-    info = tarfile.TarInfo(name)
-    info.mode = 0o644
-    info.mtime = 0
-    if data is not None:
-        info.size = len(data)
-        tar.addfile(info, _BytesReader(data))
-    elif path is not None:
-        info.size = path.stat().st_size
-        with path.open("rb") as fh:
-            tar.addfile(info, fh)
-
-
-class _BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        chunk = self._data[self._pos : end].tobytes()
-        self._pos += len(chunk)
-        return chunk
-
-
-def _dir_entry(tar: tarfile.TarFile, name: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    tar.addfile(info)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        target = (
+            Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+            if fresh
+            else dest
+        )
+        try:
+            layout = Layout.create(target)
+            for descriptor in source.walk(root):
+                with source.open_blob(descriptor.digest) as blob:
+                    layout.write_blob(blob, descriptor)
+            write_atomic(target / "index.json", _index_json(root, ref_name))
+            if fresh:
+                target.chmod(0o755)  # mkdtemp's 0700 would hide it from others
+                target.replace(dest)
+        except BaseException:
+            if fresh:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+    except OSError as exc:
+        raise _cannot_write(dest, exc) from None
 
 
 def write_oci_archive(
     store: Store, root: Descriptor, dest: Path, ref_name: str
 ) -> None:
     """``dest`` becomes an OCI archive: a tar of an OCI layout, streamed."""
-    with (
-        _atomic_output(dest) as fh,
-        tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        _tar_add(tar, "oci-layout", data=b'{"imageLayoutVersion":"1.0.0"}')
-        _tar_add(tar, "index.json", data=_index_json(root, ref_name))
-        _dir_entry(tar, "blobs")
-        _dir_entry(tar, "blobs/sha256")
-        seen: set[str] = set()
-        for descriptor in _reachable(store, root):
-            if descriptor.digest.encoded in seen:
-                continue
-            seen.add(descriptor.digest.encoded)
-            _tar_add(
-                tar,
-                f"blobs/sha256/{descriptor.digest.encoded}",
-                path=store.blob_path(str(descriptor.digest)),
-            )
+    archive.write_oci_archive(Layout.open(store.path), dest, [_named(root, ref_name)])
 
 
 def write_docker_archive(
@@ -332,25 +253,12 @@ def write_docker_archive(
             "type=docker output holds one platform; build with one --platform or "
             "use type=oci / type=oci-tar for several"
         )
-    parsed = Manifest.parse(store.read_blob(str(manifest.digest)), manifest.media_type)
-    config_name = f"blobs/sha256/{parsed.config.digest.encoded}"
-    layer_names = [f"blobs/sha256/{layer.digest.encoded}" for layer in parsed.layers]
-    repo_tags = [_docker_tag(t) for t in tags]
-    document = [{"Config": config_name, "RepoTags": repo_tags, "Layers": layer_names}]
-    with (
-        _atomic_output(dest) as fh,
-        tarfile.open(fileobj=fh, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        _dir_entry(tar, "blobs")
-        _dir_entry(tar, "blobs/sha256")
-        _tar_add(tar, config_name, path=store.blob_path(str(parsed.config.digest)))
-        seen = {config_name}
-        for name, layer in zip(layer_names, parsed.layers, strict=True):
-            if name in seen:
-                continue
-            seen.add(name)
-            _tar_add(tar, name, path=store.blob_path(str(layer.digest)))
-        _tar_add(tar, "manifest.json", data=json.dumps(document).encode())
+    archive.write_docker_archive(
+        Layout.open(store.path),
+        dest,
+        manifest,
+        repo_tags=[_docker_tag(t) for t in tags],
+    )
 
 
 def _docker_tag(text: str) -> str:
@@ -389,5 +297,8 @@ def write_digest_file(output: Path, digest: Digest) -> Path:
     """Write ``digest`` to a file named ``digest`` next to ``output``."""
     check_digest_file(output)
     target = digest_file_of(output)
-    _write_file_atomic(target, str(digest).encode())
+    try:
+        write_atomic(target, str(digest).encode())
+    except OSError as exc:
+        raise _cannot_write(target, exc) from None
     return target

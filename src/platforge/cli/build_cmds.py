@@ -9,6 +9,7 @@ progress goes to stderr, as plain lines or, on a terminal, coloured ones.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -223,6 +224,10 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
       platforge build --platform linux/amd64,linux/arm64 \\
           -t 127.0.0.1:5000/app:v1 --push .
     """
+    if quiet and logging.getLogger("platforge").getEffectiveLevel() > logging.DEBUG:
+        # "Only the digest": the library's progress lines are INFO; warnings and
+        # errors still show (--debug keeps everything).
+        logging.getLogger("platforge").setLevel(logging.WARNING)
     parsed_outputs = [parse_output(text) for text in outputs]
     if not parsed_outputs and not push:
         parsed_outputs = [Output("oci", Path("image"))]
