@@ -18,8 +18,10 @@ and only then renamed to its name; ``index.json`` is replaced the same way. Chan
 to ``index.json`` take an exclusive lock on the layout directory, so concurrent
 platforge processes sharing a store do not lose each other's entries.
 
-Limitation: nothing is ever deleted; blobs that no entry reaches stay until the
-directory is removed.
+Limitations: nothing is ever deleted; blobs that no entry reaches stay until the
+directory is removed. A process killed outright (SIGKILL, power loss) while writing
+a blob leaves its ``blobs/<alg>/.tmp-*`` file behind; such files are never read and
+may be deleted whenever no platforge process uses the layout.
 """
 
 from __future__ import annotations
