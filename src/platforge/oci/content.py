@@ -194,9 +194,13 @@ class Descriptor:
             raise ManifestError(f"{where}: 'mediaType' is missing or not a string")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"{where}: 'size' must be a non-negative integer")
+        digest_text = document.get("digest")
+        if not isinstance(digest_text, str):
+            raise ManifestError(
+                f"{where}: 'digest' is missing or not a string; expected sha256:<hex>"
+            )
         try:
-            # parse refuses a missing or non-string digest itself, and says so
-            digest = Digest.parse(document.get("digest"))  # type: ignore[arg-type]
+            digest = Digest.parse(digest_text)
         except ContentError as exc:
             raise ManifestError(f"{where}: {exc}") from None
         urls = document.get("urls") or []
