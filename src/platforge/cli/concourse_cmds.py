@@ -8,6 +8,7 @@ task reads ``oci-build-task``'s parameters from the environment.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -98,8 +99,6 @@ def build_cmd(outputs: Path) -> None:
     Example:
       CONTEXT=src IMAGE_PLATFORM=linux/amd64,linux/arm64 platforge task build
     """
-    import os  # noqa: PLC0415
-
     from platforge.concourse.task import run_task  # noqa: PLC0415
 
     run_task(dict(os.environ), outputs)

@@ -26,6 +26,7 @@ every message. What it would save is the forty lines below.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ResourceVersion",
+    "debug_logging",
     "read_request",
     "scrub",
     "version_from_json",
@@ -44,6 +46,18 @@ __all__ = [
 ]
 
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+
+
+def debug_logging() -> None:
+    """``debug: true`` / ``DEBUG``: every platforge log line, with level and logger.
+
+    The CLI set stderr up for plain progress lines; debugging needs to see which
+    part of platforge spoke, as ``--debug`` shows it.
+    """
+    logging.getLogger("platforge").setLevel(logging.DEBUG)
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
 
 
 @dataclass(frozen=True)

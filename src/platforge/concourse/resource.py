@@ -14,6 +14,7 @@ import logging
 from typing import IO, TYPE_CHECKING, Any
 
 from platforge.concourse.protocol import (
+    debug_logging,
     guarded,
     read_request,
     version_from_json,
@@ -60,22 +61,10 @@ def _start(stdin: IO[str]) -> tuple[dict[str, Any], Source]:
     request = read_request(stdin)
     source = parse_source(request.get("source"))
     if source.debug:
-        _debug_logging()
+        debug_logging()
     announce_retries()
     log.debug("request: %s", json.dumps(described(request)))
     return request, source
-
-
-def _debug_logging() -> None:
-    """``source.debug``: every platforge log line, with its level and logger.
-
-    The CLI set stderr up for plain progress lines; debugging needs to see which
-    part of platforge spoke, as ``--debug`` shows it.
-    """
-    logging.getLogger("platforge").setLevel(logging.DEBUG)
-    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
 
 
 def run_check(stdin: IO[str], stdout: IO[str]) -> None:

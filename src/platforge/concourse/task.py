@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from platforge import platforms
+from platforge.concourse.protocol import debug_logging
 from platforge.errors import ConcourseError, NotFoundError, PlatformError
 from platforge.oci.content import Manifest
 from platforge.oci.layout import Layout, write_atomic
@@ -328,7 +329,7 @@ def run_task(env: dict[str, str], outputs: Path) -> dict[str, Any]:
     outputs = outputs.resolve()
     config = parse_env(env, Path.cwd())
     if config.debug:
-        logging.getLogger("platforge").setLevel(logging.DEBUG)
+        debug_logging()
     cache = outputs / "cache"
 
     with ExitStack() as stack:
