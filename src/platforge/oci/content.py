@@ -99,6 +99,18 @@ def _optional_str(document: Mapping[str, Any], key: str, where: str) -> str | No
     return value
 
 
+def _digest_field(document: Mapping[str, Any], where: str) -> Digest:
+    text = document.get("digest")
+    if not isinstance(text, str):
+        raise ManifestError(
+            f"{where}: 'digest' is missing or not a string; expected sha256:<hex>"
+        )
+    try:
+        return Digest.parse(text)
+    except ContentError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+
+
 _DESCRIPTOR_KEYS = frozenset(
     {
         "mediaType",
@@ -194,15 +206,7 @@ class Descriptor:
             raise ManifestError(f"{where}: 'mediaType' is missing or not a string")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"{where}: 'size' must be a non-negative integer")
-        digest_text = document.get("digest")
-        if not isinstance(digest_text, str):
-            raise ManifestError(
-                f"{where}: 'digest' is missing or not a string; expected sha256:<hex>"
-            )
-        try:
-            digest = Digest.parse(digest_text)
-        except ContentError as exc:
-            raise ManifestError(f"{where}: {exc}") from None
+        digest = _digest_field(document, where)
         urls = document.get("urls") or []
         if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
             raise ManifestError(f"{where}: 'urls' must be a list of strings")
