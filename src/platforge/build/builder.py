@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BuildSession", "run_build"]
 
-log = logging.getLogger("platforge.build")
+log = logging.getLogger("platforge.build.builder")
 
 # Keys of the cache records change when this does: bump it when a step's result
 # for the same inputs changes (new history text, new layer rules).

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CopyPlan", "UrlFetcher", "plan_copy", "write_copy"]
 
-log = logging.getLogger("platforge.build.copy")
+log = logging.getLogger("platforge.build.copy_step")
 
 _URL_PREFIXES = ("http://", "https://")
 
@@ -141,7 +141,9 @@ class CopyPlan:
 
 def _is_archive(path: Path) -> bool:
     with path.open("rb") as fh:
-        head = fh.read(8)
+        # A whole tar header: a tar whose first name starts like a magic
+        # number ("BZh...") is still a tar (codec.detect needs PEEK_SIZE bytes).
+        head = fh.read(codec.PEEK_SIZE)
     try:
         kind = codec.detect(head)
     except ContentError:

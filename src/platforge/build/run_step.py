@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["command_of", "content_key", "execute", "parse_mount"]
 
-log = logging.getLogger("platforge.build.run")
+log = logging.getLogger("platforge.build.run_step")
 
 
 def _mount_fields(text: str) -> dict[str, str]:
