@@ -40,19 +40,14 @@ def lowerdirs(store: Store, layers: list[LayerRef]) -> list[Path]:
         Descriptor.of(_EMPTY_CONFIG, mt.OCI_CONFIG),
         [Descriptor(x.media_type, Digest.parse(x.digest), x.size) for x in layers],
     )
-    dirs = rootfs.layer_dirs(
+    # rootfs makes each directory 0755 ("/" of every image), not the 0700 of
+    # the temporary directory it was unpacked in.
+    return rootfs.layer_dirs(
         Layout.open(store.path),
         manifest,
         diff_ids=[Digest.parse(x.diff_id) for x in layers],
         cache=rootfs.default_cache_dir(store.path),
     )
-    for directory in dirs:
-        # A layer has no entry for "/" itself; its directory comes from a private
-        # temporary directory (0700), which would lock every non-root USER out of
-        # the whole filesystem. "/" is 0755 in every image.
-        if directory.stat().st_mode & 0o777 != 0o755:
-            directory.chmod(0o755)
-    return dirs
 
 
 def flat_tree(store: Store, layers: list[LayerRef]) -> Path:
