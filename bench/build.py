@@ -82,6 +82,7 @@ def timed(
 class Platforge:
     def __init__(self, work: Path) -> None:
         self.work = work
+        self.work.mkdir(parents=True, exist_ok=True)
         self.store = work / "store"
         self.env = {**os.environ, "PLATFORGE_STORE": str(self.store)}
 
