@@ -5,6 +5,9 @@ import json
 import tarfile
 import tracemalloc
 
+import pytest
+
+from platforge.errors import BuildError
 from platforge.oci.compression import open_reader
 from platforge.oci.layer import iter_entries
 from test_build_support import build_image
@@ -53,3 +56,42 @@ def test_add_of_a_large_archive_member_does_not_hold_it_in_memory(tmp_path):
         tracemalloc.stop()
     assert _layer_names(tmp_path / "store", result)["x/big.bin"] == size
     assert peak < 16 << 20
+
+
+def test_an_archive_hard_link_to_a_path_outside_it_fails_the_build(tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with tarfile.open(ctx / "links.tar", "w") as tar:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"a\n"))
+        good = tarfile.TarInfo("./b.txt")
+        good.type, good.linkname = tarfile.LNKTYPE, "./a.txt"
+        tar.addfile(good)
+        bad = tarfile.TarInfo("hl")
+        bad.type, bad.linkname = tarfile.LNKTYPE, "/etc/passwd"
+        tar.addfile(bad)
+    (ctx / "Dockerfile").write_text("FROM scratch\nADD links.tar /ex/\n")
+    with pytest.raises(BuildError, match=r"member hl is a hard link to /etc/passwd"):
+        build_image(ctx, store=tmp_path / "store")
+
+
+def test_an_archive_hard_link_to_an_earlier_member_is_kept(tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    with tarfile.open(ctx / "links.tar", "w") as tar:
+        info = tarfile.TarInfo("./a.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"a\n"))
+        link = tarfile.TarInfo("./b.txt")
+        link.type, link.linkname = tarfile.LNKTYPE, "./a.txt"
+        tar.addfile(link)
+    (ctx / "Dockerfile").write_text("FROM scratch\nADD links.tar /ex/\n")
+    result, _ = build_image(ctx, store=tmp_path / "store")
+    blobs = tmp_path / "store" / "blobs" / "sha256"
+    manifest = json.loads(
+        (blobs / result.manifests["linux/amd64"].digest.encoded).read_text()
+    )
+    with (blobs / manifest["layers"][-1]["digest"][7:]).open("rb") as fh:
+        links = {e.path: e.linkname for e, _ in iter_entries(open_reader(fh))}
+    assert links["ex/b.txt"] == "ex/a.txt"

@@ -44,7 +44,7 @@ from platforge.build.context import CopyItem, SourceTree, join_dest
 from platforge.build.snapshot import LayerOptions, copy_entries, write_entries
 from platforge.errors import BuildError, ContentError
 from platforge.oci import compression as codec
-from platforge.oci.layer import Entry, entry_from_tarinfo
+from platforge.oci.layer import Entry, clean_path, entry_from_tarinfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -294,6 +294,19 @@ def _url_item(
     )
 
 
+def _member_name(name: str) -> str | None:
+    """An archive member's name as layer entries spell it (None if it climbs out)."""
+    try:
+        return clean_path(name)
+    except ContentError:
+        return None
+
+
+def _link_member(member: tarfile.TarInfo) -> str | None:
+    """The member a hard link joins."""
+    return _member_name(member.linkname)
+
+
 def _archive_entries(
     archive: Path,
     target: str,
@@ -309,6 +322,7 @@ def _archive_entries(
     """
     base = target.strip("/")
     spool = Path(tempfile.mkdtemp(prefix="archive-", dir=scratch))
+    members: set[str] = set()
     with archive.open("rb") as raw:
         stream = codec.open_reader(raw)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -316,14 +330,25 @@ def _archive_entries(
                 entry = entry_from_tarinfo(member)
                 if entry.path == ".":
                     continue
+                joins = _link_member(member) if member.islnk() else None
+                if member.islnk() and (joins is None or joins not in members):
+                    # A hard link can only join a file the archive already
+                    # wrote; anything else would make a layer no one can unpack.
+                    raise BuildError(
+                        f"ADD {archive.name}: member {entry.path} is a hard link "
+                        f"to {member.linkname}, which is not an earlier member of "
+                        "the archive; fix the archive"
+                    )
+                if (name := _member_name(entry.path)) is not None:
+                    members.add(name)
                 path = f"{base}/{entry.path}" if base else entry.path
                 mode = entry.mode
                 if chmod is not None and member.type != tarfile.SYMTYPE:
                     mode = chmod.apply(mode, is_dir=member.isdir())
                 uid, gid = (owner.uid, owner.gid) if owner else (entry.uid, entry.gid)
                 linkname = entry.linkname
-                if member.islnk():
-                    linkname = f"{base}/{linkname}" if base else linkname
+                if joins is not None:
+                    linkname = f"{base}/{joins}" if base else joins
                 source: Path | None = None
                 if member.isreg():
                     source = spool / str(number)
