@@ -288,3 +288,21 @@ def test_onbuild_triggers_keep_their_here_documents(tmp_path, tmp_store, base):
     )
     assert (root / "seen").read_text() == "from-heredoc\n"
     assert not config["config"].get("OnBuild")
+
+
+@pytest.mark.privileged
+def test_a_secret_can_be_an_environment_variable_of_the_run(tmp_path, tmp_store, base):
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t")
+    root, _, config, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\n"
+        "RUN --mount=type=secret,id=tok,env=TOKEN echo ${#TOKEN} > /len"
+        " && test ! -e /run/secrets/tok\n"
+        "RUN --mount=type=secret,id=tok,env=T2,target=/s cat /s > /copy\n",
+        secrets={"tok": secret},
+    )
+    assert (root / "len").read_text() == "6\n"
+    assert (root / "copy").read_text() == "s3cr3t"
+    assert "s3cr3t" not in json.dumps(config)

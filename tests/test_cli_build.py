@@ -213,3 +213,48 @@ def test_a_dockerfile_that_is_not_utf8_is_one_line(context, tmp_path):
     assert ran.stderr.splitlines()[-1].startswith("platforge: error: ")
     assert "not UTF-8" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+def test_the_dockerfile_can_come_from_standard_input(context, tmp_path):
+    out = tmp_path / "stdin-out"
+    ran = subprocess.run(
+        [
+            *(sys.executable, "-m", "platforge", "build", str(context), "-f", "-"),
+            *("-o", f"type=oci,dest={out}", "--quiet"),
+        ],
+        input="FROM scratch\nCOPY hello.txt /from-stdin.txt\n",
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert (out / "index.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["-o", "type=oci-tar,dest=-"], "dest=- (standard output) is not supported"),
+        (["--build-context", "x=ftp://host/repo"], "give an existing directory"),
+        (["--build-context", "x=/nonexistent/dir"], "give an existing directory"),
+        (["--build-context", "x=oci-layout://"], "give an existing directory"),
+        (["--secret", "id=s,src=/nonexistent/file"], "is not a file"),
+        (["--secret", "id=s,env=PLATFORGE_TEST_UNSET_VARIABLE"], "has no PLATFORGE"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(context, tmp_path, args, complaint):
+    ran = _platforge("build", str(context), *args, cwd=tmp_path)
+    assert ran.returncode == 2
+    assert complaint in ran.stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_an_unknown_mount_option_is_refused(context, tmp_path):
+    (context / "Dockerfile").write_text(
+        "FROM scratch\nRUN --mount=type=cache,target=/c,bogus=1 true\n"
+    )
+    ran = _platforge("build", str(context), cwd=tmp_path)
+    assert ran.returncode == 1
+    assert "unknown option 'bogus' for type cache" in ran.stderr

@@ -19,8 +19,12 @@ supports:
 * ``type=bind,target=DIR[,source=PATH][,from=STAGE|IMAGE|CONTEXT][,rw]`` —
   read-only unless ``rw`` (whose writes are discarded);
 * ``type=tmpfs,target=DIR[,size=BYTES]``;
-* ``type=secret,id=ID[,target=PATH][,required]`` — a file from ``--secret``,
-  by default at ``/run/secrets/ID``; never part of the cache key or the layer.
+* ``type=secret,id=ID[,target=PATH][,env=NAME][,required]`` — a file from
+  ``--secret``, by default at ``/run/secrets/ID``, or with ``env=`` alone only
+  the variable NAME holding its content; never part of the cache key or the
+  layer.
+
+Options a mount type does not take are refused, as BuildKit refuses them.
 """
 
 from __future__ import annotations
@@ -49,11 +53,32 @@ __all__ = ["command_of", "content_key", "execute", "parse_mount"]
 log = logging.getLogger("platforge.build.run_step")
 
 
+_TARGET_KEYS = frozenset({"type", "target", "dst", "destination"})
+# The options BuildKit's Dockerfile frontend accepts per mount type; a key it
+# would refuse is refused here too rather than silently ignored.
+_MOUNT_KEYS = {
+    "bind": _TARGET_KEYS
+    | {"source", "src", "from", "rw", "readwrite", "readonly", "ro"},
+    "cache": _TARGET_KEYS
+    | {"id", "sharing", "from", "source", "src", "mode", "uid", "gid", "ro"}
+    | {"readonly"},
+    "tmpfs": _TARGET_KEYS | {"size"},
+    "secret": _TARGET_KEYS | {"id", "required", "mode", "uid", "gid", "env"},
+}
+
+
 def _mount_fields(text: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
         fields[key.strip().lower()] = value.strip() if sep else "true"
+    allowed = _MOUNT_KEYS.get(fields.get("type", "bind"))
+    unknown = sorted(set(fields) - allowed) if allowed is not None else []
+    if unknown:
+        raise BuildError(
+            f"RUN --mount={text}: unknown option {unknown[0]!r} for type "
+            f"{fields.get('type', 'bind')}; remove it"
+        )
     return fields
 
 
@@ -119,13 +144,13 @@ def _private_copy(path: Path, scratch: Path) -> Path:
 
 def parse_mount(
     build: BuildSession, plan: Plan, stage: Stage, text: str, *, scratch: Path
-) -> sandbox.Mount:
+) -> sandbox.Mount | None:
     """One ``--mount`` value as a sandbox mount (``rw`` copies live in scratch)."""
     fields = _mount_fields(text)
     kind = fields.get("type", "bind")
     target = fields.get("target") or fields.get("dst") or fields.get("destination")
     if kind == "secret":
-        return _secret_mount(build, fields, target)
+        return _secret_mount(build, fields, target)  # None: env= alone
     if not target:
         raise BuildError(f"RUN --mount={text}: needs target=PATH")
     if kind == "cache":
@@ -160,21 +185,58 @@ def parse_mount(
     )
 
 
-def _secret_mount(
-    build: BuildSession, fields: dict[str, str], target: str | None
-) -> sandbox.Mount:
-    ident = fields.get("id") or (PurePosixPath(target).name if target else "")
+def _secret_source(fields: dict[str, str], target: str | None) -> str:
+    return fields.get("id") or (PurePosixPath(target).name if target else "")
+
+
+def _secret_file(build: BuildSession, ident: str, *, required: bool) -> Path | None:
     source = build.request.secrets.get(ident)
     if source is None:
-        if fields.get("required", "false") == "true":
+        if required:
             raise BuildError(
                 f"RUN --mount=type=secret,id={ident}: no such secret; pass "
                 f"--secret id={ident},src=FILE"
             )
-        source = Path("/dev/null")
+        return None
+    if not Path(source).is_file():
+        raise BuildError(
+            f"secret {ident}: {source} is not a file; pass --secret "
+            f"id={ident},src=FILE with a file that exists"
+        )
+    return Path(source)
+
+
+def _secret_mount(
+    build: BuildSession, fields: dict[str, str], target: str | None
+) -> sandbox.Mount | None:
+    ident = _secret_source(fields, target)
+    required = fields.get("required", "false") == "true"
+    source = _secret_file(build, ident, required=required)
+    if fields.get("env") and not target:
+        return None  # only the variable, as BuildKit does for env= alone
     return sandbox.Mount(
-        "secret", target or f"/run/secrets/{ident}", Path(source), readonly=True
+        "secret",
+        target or f"/run/secrets/{ident}",
+        source or Path("/dev/null"),
+        readonly=True,
     )
+
+
+def _secret_env(build: BuildSession, step: Step) -> list[str]:
+    """``NAME=value`` for each secret mount with ``env=NAME`` (never cached)."""
+    found = []
+    for text in step.flag_lists.get("mount", []):
+        fields = _mount_fields(text)
+        if fields.get("type") != "secret" or not fields.get("env"):
+            continue
+        target = fields.get("target") or fields.get("dst") or fields.get("destination")
+        ident = _secret_source(fields, target)
+        required = fields.get("required", "false") == "true"
+        source = _secret_file(build, ident, required=required)
+        if source is not None:
+            value = source.read_text(encoding="utf-8", errors="surrogateescape")
+            found.append(f"{fields['env']}={value}")
+    return found
 
 
 def execute(
@@ -202,15 +264,16 @@ def execute(
         build.store.scratch_dir("mounts-") as scratch,
     ):
         mounts = [
-            parse_mount(build, plan, stage, text, scratch=scratch)
+            mount
             for text in step.flag_lists.get("mount", [])
+            if (mount := parse_mount(build, plan, stage, text, scratch=scratch))
         ]
         upper.chmod(0o755)  # the upper directory's mode is the mode of "/"
         spec = sandbox.RunSpec(
             lowerdirs=lowers,
             upperdir=upper,
             args=argv,
-            env=_env(state, step),
+            env=_env(state, step) + _secret_env(build, step),
             cwd=str(state.run_config.get("WorkingDir") or "/"),
             user=str(state.run_config.get("User") or ""),
             platform=stage.platform,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -55,6 +56,13 @@ def parse_output(text: str) -> Output:
     dest = fields.pop("dest", None)
     if kind != "registry" and not dest:
         raise click.BadParameter(f"type={kind} needs dest=PATH", param_hint="--output")
+    if dest == "-":
+        # stdout carries the digest; a tarball there would be corrupted by it.
+        raise click.BadParameter(
+            f"type={kind},dest=- (standard output) is not supported; give a file "
+            "path and read the tarball from there",
+            param_hint="--output",
+        )
     return Output(kind, Path(dest) if dest else None)
 
 
@@ -78,18 +86,58 @@ def _build_args(values: tuple[str, ...]) -> dict[str, str]:
     return result
 
 
-def _secrets(values: tuple[str, ...]) -> dict[str, Path]:
+def _secrets(values: tuple[str, ...], scratch: Path) -> dict[str, Path]:
+    """``id=NAME,src=FILE`` or ``id=NAME,env=VAR`` (whose value goes to a private
+    file in ``scratch``, removed after the build)."""
     secrets: dict[str, Path] = {}
     for value in values:
         fields = dict(part.partition("=")[::2] for part in value.split(","))
         ident = fields.get("id")
         source = fields.get("src") or fields.get("source")
-        if not ident or not source:
+        variable = fields.get("env")
+        if not ident or not (source or variable):
             raise click.BadParameter(
-                f"{value!r}: use id=NAME,src=FILE", param_hint="--secret"
+                f"{value!r}: use id=NAME,src=FILE or id=NAME,env=VARIABLE",
+                param_hint="--secret",
             )
-        secrets[ident] = Path(source)
+        if variable and not source:
+            if variable not in os.environ:
+                raise click.BadParameter(
+                    f"{value!r}: the environment has no {variable}; set it",
+                    param_hint="--secret",
+                )
+            path = scratch / f"secret-{len(secrets)}"
+            path.touch(mode=0o600)
+            path.write_text(os.environ[variable], encoding="utf-8")
+            secrets[ident] = path
+            continue
+        if not Path(str(source)).is_file():
+            raise click.BadParameter(
+                f"{value!r}: {source} is not a file; give an existing file",
+                param_hint="--secret",
+            )
+        secrets[ident] = Path(str(source))
     return secrets
+
+
+_CONTEXT_SCHEMES = ("docker-image://", "oci-layout://")
+
+
+def _build_contexts(values: tuple[str, ...]) -> dict[str, str]:
+    """NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG], checked."""
+    contexts = _pairs(values, "--build-context")
+    for name, source in contexts.items():
+        if source.startswith(_CONTEXT_SCHEMES):
+            if source.split("://", 1)[1]:
+                continue
+        elif "://" not in source and source and Path(source).is_dir():
+            continue
+        raise click.BadParameter(
+            f"{name}={source}: give an existing directory, docker-image://REF or "
+            "oci-layout://DIR[:TAG] (Git and HTTP contexts are not supported)",
+            param_hint="--build-context",
+        )
+    return contexts
 
 
 def _hosts(values: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -138,8 +186,8 @@ def _progress_printer(mode: str) -> Callable[[BuildEvent], None]:
     "-f",
     "--file",
     "dockerfile",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The Dockerfile (default: CONTEXT/Dockerfile).",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+    help="The Dockerfile (default: CONTEXT/Dockerfile; - reads standard input).",
 )
 @click.option(
     "--platform",
@@ -235,25 +283,29 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
             click.echo(
                 "no --output or --push: writing an OCI layout to ./image", err=True
             )
-    request = BuildRequest(
-        context=context,
-        dockerfile=dockerfile,
-        platforms=platforms.parse_list(platform_text) if platform_text else [],
-        tags=list(tags),
-        build_args=_build_args(build_args),
-        target=target,
-        build_contexts=_pairs(build_contexts, "--build-context"),
-        labels=_pairs(labels, "--label"),
-        outputs=parsed_outputs,
-        push=push,
-        no_cache=no_cache,
-        secrets=_secrets(secrets),
-        extra_hosts=_hosts(add_hosts),
-        compression="zstd" if compression == "zstd" else "gzip",
-        insecure_registries=list(insecure),
-        progress=None if quiet else _progress_printer(progress),
-    )
-    result = build(request)
+    with tempfile.TemporaryDirectory(prefix="platforge-build-") as scratch:
+        if dockerfile == Path("-"):
+            dockerfile = Path(scratch) / "Dockerfile"
+            dockerfile.write_bytes(sys.stdin.buffer.read())
+        request = BuildRequest(
+            context=context,
+            dockerfile=dockerfile,
+            platforms=platforms.parse_list(platform_text) if platform_text else [],
+            tags=list(tags),
+            build_args=_build_args(build_args),
+            target=target,
+            build_contexts=_build_contexts(build_contexts),
+            labels=_pairs(labels, "--label"),
+            outputs=parsed_outputs,
+            push=push,
+            no_cache=no_cache,
+            secrets=_secrets(secrets, Path(scratch)),
+            extra_hosts=_hosts(add_hosts),
+            compression="zstd" if compression == "zstd" else "gzip",
+            insecure_registries=list(insecure),
+            progress=None if quiet else _progress_printer(progress),
+        )
+        result = build(request)
     click.echo(str(result.digest))
 
 
