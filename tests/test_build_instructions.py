@@ -8,6 +8,11 @@ the loopback registry; RUN steps run in the real sandbox.
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -306,3 +311,44 @@ def test_a_secret_can_be_an_environment_variable_of_the_run(tmp_path, tmp_store,
     assert (root / "len").read_text() == "6\n"
     assert (root / "copy").read_text() == "s3cr3t"
     assert "s3cr3t" not in json.dumps(config)
+
+
+def _processes_running(marker: bytes) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes():
+                found.append(cmdline.parent.name)
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.privileged
+def test_sigterm_stops_a_running_step_and_cleans_up(tmp_path, tmp_store, base):
+    ctx = tmp_path / "term"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN sleep 29\n")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "platforge", "build", str(ctx)),
+            *("--progress", "plain", "--platform", "linux/amd64"),
+            *("-o", f"type=oci,dest={tmp_path / 'out'}"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in proc.stderr:
+            if "RUN sleep 29" in line:
+                break
+        deadline = time.monotonic() + 10
+        while not _processes_running(b"sleep\x0029") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _processes_running(b"sleep\x0029") == []

@@ -9,8 +9,10 @@ progress goes to stderr, as plain lines or, on a terminal, coloured ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -24,7 +26,7 @@ from platforge import platforms
 from platforge.build import BuildEvent, BuildRequest, Output, build
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from platforge.build.request import OutputType
 
@@ -305,8 +307,29 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
             insecure_registries=list(insecure),
             progress=None if quiet else _progress_printer(progress),
         )
-        result = build(request)
+        with _terminate_as_interrupt():
+            result = build(request)
     click.echo(str(result.digest))
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI abort, ``timeout``) unwinds the build as ^C does.
+
+    Python would die of it at once, leaving a RUN's container running and its
+    mounts behind; as KeyboardInterrupt it unwinds through the sandbox, which
+    kills the container and cleans up.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        del signum, frame
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def register(group: click.Group) -> None:
