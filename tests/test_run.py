@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -419,12 +420,17 @@ def test_sigterm_stops_the_container_and_cleans_up(amd64_tree, tmp_path, run_env
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"started\n"
-        assert _processes_running(marker)
+        deadline = time.monotonic() + 30
+        while not _processes_running(marker):  # the shell execs sleep just after
+            assert time.monotonic() < deadline, "the container never ran sleep"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            # Unwind the sandbox even when an assertion failed above.
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     assert proc.returncode == 130
     assert _processes_running(marker) == []
     assert list(run_dir.iterdir()) == []
