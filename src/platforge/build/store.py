@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from platforge.errors import LayoutError
+from platforge.oci.digest import Digest
+from platforge.oci.layout import Layout, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,14 +73,16 @@ class Store:
         self.own = path / "platforge"
         self.cache_dir = self.own / "cache"
         self.tmp = self.own / "tmp"
-        for directory in (self.blobs, self.cache_dir, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
-        marker = path / "oci-layout"
-        if not marker.exists():
-            self._write_atomic(marker, b'{"imageLayoutVersion":"1.0.0"}')
-        index = path / "index.json"
-        if not index.exists():
-            self._write_atomic(index, b'{"schemaVersion":2,"manifests":[]}')
+        try:
+            # The blob side is a plain OCI layout; only platforge/ is ours.
+            self.layout = Layout.create(path)
+            for directory in (self.blobs, self.cache_dir, self.tmp):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LayoutError(
+                f"cannot use {path} as the store: {exc.strerror or exc}; set "
+                "PLATFORGE_STORE to a writable directory"
+            ) from None
 
     # -- blobs ---------------------------------------------------------------
 
@@ -95,7 +99,9 @@ class Store:
         return self.blob_path(digest).exists()
 
     def read_blob(self, digest: str) -> bytes:
-        return self.blob_path(digest).read_bytes()
+        """A small blob (manifest, index, config), verified against its digest."""
+        self.blob_path(digest)  # only sha256 is kept
+        return self.layout.read_blob(Digest.parse(digest))
 
     def open_blob(self, digest: str) -> IO[bytes]:
         try:
@@ -111,7 +117,7 @@ class Store:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target = self.blob_path(digest)
         if not target.exists():
-            self._write_atomic(target, data)
+            write_atomic(target, data)
         return digest, len(data)
 
     @contextlib.contextmanager
@@ -153,7 +159,7 @@ class Store:
 
     def cache_put(self, key: str, record: dict[str, Any]) -> None:
         data = json.dumps(record, separators=(",", ":")).encode()
-        self._write_atomic(self.cache_dir / f"{key}.json", data)
+        write_atomic(self.cache_dir / f"{key}.json", data)
 
     # -- scratch -------------------------------------------------------------
 
@@ -165,19 +171,6 @@ class Store:
             yield path
         finally:
             _remove_tree(path)
-
-    @staticmethod
-    def _write_atomic(target: Path, data: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            Path(name).chmod(0o644)
-            Path(name).replace(target)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
 
 
 def _remove_tree(path: Path) -> None:
