@@ -255,9 +255,8 @@ def credentials_for(registry: str, path: Path | None = None) -> Credentials | No
     path = path or config_path()
     config = _load_config(path)
 
-    helpers = config.get("credHelpers") or {}
-    helper = _find_entry(helpers, registry) if isinstance(helpers, dict) else None
-    if isinstance(helper, str) and helper:
+    helper = _cred_helper(config, registry)
+    if helper is not None:
         return _from_helper(helper, registry)
 
     auths = config.get("auths") or {}
@@ -267,20 +266,22 @@ def credentials_for(registry: str, path: Path | None = None) -> Credentials | No
         if found is not None:
             return found
 
-    store = config.get("credsStore")
-    if isinstance(store, str) and store:
-        return _from_helper(store, registry)
-    return None
+    store = _helper_for(config, registry)
+    return _from_helper(store, registry) if store is not None else None
+
+
+def _cred_helper(config: Mapping[str, Any], registry: str) -> str | None:
+    """The registry's own helper (``credHelpers``), if any."""
+    helpers = config.get("credHelpers") or {}
+    helper = _find_entry(helpers, registry) if isinstance(helpers, dict) else None
+    return helper if isinstance(helper, str) and helper else None
 
 
 def _helper_for(config: Mapping[str, Any], registry: str) -> str | None:
     """The helper ``login``/``logout`` use: ``credHelpers``, else ``credsStore``."""
-    helpers = config.get("credHelpers") or {}
-    helper = _find_entry(helpers, registry) if isinstance(helpers, dict) else None
-    if isinstance(helper, str) and helper:
-        return helper
     store = config.get("credsStore")
-    return store if isinstance(store, str) and store else None
+    default = store if isinstance(store, str) and store else None
+    return _cred_helper(config, registry) or default
 
 
 def _from_auth_entry(
