@@ -258,3 +258,18 @@ def test_an_unknown_mount_option_is_refused(context, tmp_path):
     ran = _platforge("build", str(context), cwd=tmp_path)
     assert ran.returncode == 1
     assert "unknown option 'bogus' for type cache" in ran.stderr
+
+
+@pytest.mark.registry
+def test_build_pushes_to_a_tls_registry_with_ca_file(context, tmp_path, registry_tls):
+    tag = f"{registry_tls.host}/cli/tls:1"
+    env = {k: v for k, v in os.environ.items() if k != "PLATFORGE_CA_FILE"}
+    args = ("build", str(context), "-t", tag, "--push", "--quiet")
+    refused = _platforge(*args, cwd=tmp_path, env=env)
+    assert refused.returncode == 1
+    assert "--ca-file" in refused.stderr
+    ran = _platforge(
+        *args, "--ca-file", str(registry_tls.ca_file), cwd=tmp_path, env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().startswith("sha256:")

@@ -94,7 +94,10 @@ class BuildSession:
         )
         # One client per registry for the whole build: pulls and pushes share
         # connections, tokens and the TLS set-up.
-        self.registries = Registries(insecure=frozenset(request.insecure_registries))
+        self.registries = Registries(
+            insecure=frozenset(request.insecure_registries),
+            ca_file=str(request.ca_file) if request.ca_file else None,
+        )
         self.bases = BaseResolver(
             self.store, self.registries, registry_mirrors=request.registry_mirrors
         )

@@ -92,6 +92,9 @@ class BuildRequest:
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
     progress: Callable[[BuildEvent], None] | None = None
+    # A PEM file of CA certificates trusted for every registry's TLS (besides
+    # PLATFORGE_CA_FILE and certs.d, which every client reads).
+    ca_file: Path | None = None
 
 
 @dataclass

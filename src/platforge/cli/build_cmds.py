@@ -2,9 +2,10 @@
 
 The flags are buildx's: ``--platform``, ``-t``, ``--push``, ``--output``,
 ``--build-arg``, ``--target``, ``--build-context``, ``--label``, ``--no-cache``,
-``--progress``, plus ``--compression`` and ``--quiet``. The digest of the result
-(the index for several platforms, the manifest for one) is printed on stdout;
-progress goes to stderr, as plain lines or, on a terminal, coloured ones.
+``--progress``, plus ``--compression``, ``--ca-file`` and ``--quiet``. The
+digest of the result (the index for several platforms, the manifest for one) is
+printed on stdout; progress goes to stderr, as plain lines or, on a terminal,
+coloured ones.
 """
 
 from __future__ import annotations
@@ -241,6 +242,11 @@ def _progress_printer(mode: str) -> Callable[[BuildEvent], None]:
     multiple=True,
     help="Registry allowed plain HTTP (loopback always is).",
 )
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM file of CA certificates to trust for registries' TLS.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the digest.")
 def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes them
     context: Path,
@@ -259,6 +265,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
     secrets: tuple[str, ...],
     add_hosts: tuple[str, ...],
     insecure: tuple[str, ...],
+    ca_file: Path | None,
     quiet: bool,
 ) -> None:
     """Build every platform of a Dockerfile into one OCI image index.
@@ -305,6 +312,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
             extra_hosts=_hosts(add_hosts),
             compression="zstd" if compression == "zstd" else "gzip",
             insecure_registries=list(insecure),
+            ca_file=ca_file,
             progress=None if quiet else _progress_printer(progress),
         )
         with _terminate_as_interrupt():
