@@ -35,6 +35,9 @@ until the whole blob is hashed; on a mismatch the request is aborted short of it
 ``Content-Length``, which no registry commits. Chunked: the final ``PUT ?digest=``
 is sent only after the hash matched. Either way the session is then cancelled
 (``DELETE``) and :class:`~platforge.errors.DigestMismatchError` raised.
+Limitation: docker-registry refuses to cancel a session whose monolithic ``PUT`` was
+cut short (its upload state no longer matches the bytes it kept), so the partial
+bytes stay in its upload area, never as a blob, until it purges stale uploads.
 
 Downloads are hashed while they stream to a temp file beside the destination, which
 is renamed into place only when digest and size match; a mismatch raises
