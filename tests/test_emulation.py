@@ -183,3 +183,13 @@ def test_spellings_of_one_architecture_make_one_row():
         if line.startswith("│")
     ]
     assert rows == ["arm", "amd64"]
+
+
+def test_qemu_names_and_aliases_map_to_oci_architectures():
+    names = ["aarch64", "x86_64", "i686", "armhf", "armv7", "mips64el", "loongarch64"]
+    assert [emulation.oci_architecture(n) for n in names] == [
+        *("arm64", "amd64", "386", "arm", "arm", "mips64le", "loong64"),
+    ]
+    assert emulation.oci_architecture("s390x") == "s390x"
+    with pytest.raises(EmulationError, match="'vax' has no known QEMU emulator"):
+        emulation.oci_architecture("vax")

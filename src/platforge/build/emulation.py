@@ -60,6 +60,7 @@ __all__ = [
     "install",
     "is_native",
     "native_architectures",
+    "oci_architecture",
     "qemu_name",
     "qemu_static",
     "status",
@@ -121,6 +122,25 @@ def qemu_name(architecture: str) -> str:
             f"architecture {architecture!r} has no known QEMU emulator; "
             f"use one of: {known}"
         ) from None
+
+
+# QEMU's names, and spellings of Debian and uname, for the OCI architecture.
+_TO_OCI = {qemu: oci for oci, qemu in _QEMU_NAMES.items()} | {
+    "i686": "386",
+    "armhf": "arm",
+    "armv7": "arm",
+}
+
+
+def oci_architecture(name: str) -> str:
+    """The OCI name of an architecture given by its OCI or QEMU name (or an alias).
+
+    ``aarch64`` -> ``arm64``, ``x86_64`` -> ``amd64``, ``armhf`` -> ``arm``; a name no
+    QEMU emulator is known for is refused as :func:`qemu_name` refuses it.
+    """
+    architecture = name if name in _QEMU_NAMES else _TO_OCI.get(name, name)
+    qemu_name(architecture)
+    return architecture
 
 
 def native_architectures() -> tuple[str, ...]:

@@ -295,18 +295,6 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
 
 # --- emulation -------------------------------------------------------------------
 
-_FROM_QEMU = {
-    "x86_64": "amd64",
-    "aarch64": "arm64",
-    "i386": "386",
-    "i686": "386",
-    "armhf": "arm",
-    "armv7": "arm",
-    "mips64el": "mips64le",
-    "mipsel": "mipsle",
-    "loongarch64": "loong64",
-}
-
 
 def _has_emulator(architecture: str) -> bool:
     try:
@@ -319,12 +307,11 @@ def _has_emulator(architecture: str) -> bool:
 def _architecture(text: str) -> str:
     """An OCI architecture from ``arm64``, ``aarch64``, ``linux/arm64``, ``arm/v7``."""
     if "/" not in text:
-        arch = _FROM_QEMU.get(text, text)
-    else:
-        arch = platforms.parse(text).architecture
-        if text.count("/") == 1 and not _has_emulator(arch):
-            # Two words that are not os/arch are an architecture and its variant.
-            arch = platforms.parse(f"linux/{text}").architecture
+        return emulation.oci_architecture(text)
+    arch = platforms.parse(text).architecture
+    if text.count("/") == 1 and not _has_emulator(arch):
+        # Two words that are not os/arch are an architecture and its variant.
+        arch = platforms.parse(f"linux/{text}").architecture
     emulation.qemu_name(arch)  # refuses unknown names with the list of known ones
     return arch
 
