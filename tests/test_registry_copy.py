@@ -489,10 +489,14 @@ def test_pull_into_a_full_disk_or_under_a_file_is_one_error_leaving_nothing(
         push_layout(layout.path, ref, registries=registries)
     (tmp_path / "file").write_text("x")
 
-    for dest in (tiny_mount / "pulled", tmp_path / "file" / "sub"):
+    for dest, full in (
+        (tiny_mount / "pulled", True),
+        (tmp_path / "file" / "sub", False),
+    ):
         with Registries() as registries, pytest.raises(LayoutError) as info:
             pull(ref, dest, registries=registries)
         assert f"cannot write {dest}" in str(info.value)
+        assert ("free some space" in str(info.value)) == full
         assert "\n" not in str(info.value)
     assert list(tiny_mount.iterdir()) == []
     assert (tmp_path / "file").read_text() == "x"

@@ -34,6 +34,7 @@ when the source does not hold them; their descriptors are kept as they are.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -650,10 +651,10 @@ def _staged(dest: Path) -> Iterator[Path]:
             dest.rmdir()
         staging.replace(dest)
     except OSError as exc:
-        raise LayoutError(
-            f"cannot write {dest}: {exc.strerror or exc}; free some space or choose "
-            "another destination"
-        ) from exc
+        fix = "choose another destination"
+        if exc.errno == errno.ENOSPC:
+            fix = "free some space or " + fix
+        raise LayoutError(f"cannot write {dest}: {exc.strerror or exc}; {fix}") from exc
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
