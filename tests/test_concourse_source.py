@@ -6,15 +6,21 @@ import sys
 
 import pytest
 
-from platforge.concourse.protocol import read_request, scrub, version_from_json
+from platforge.concourse.protocol import (
+    read_request,
+    scrub,
+    secrets_masked,
+    version_from_json,
+)
 from platforge.concourse.remote import open_remote
 from platforge.concourse.source import (
     described,
     parse_get_params,
     parse_put_params,
     parse_source,
+    secrets_of,
 )
-from platforge.errors import ConcourseError
+from platforge.errors import ConcourseError, RegistryError
 
 FULL = {
     "repository": "127.0.0.1:5000/app",
@@ -150,6 +156,26 @@ def test_scrub_masks_every_secret():
     assert (
         scrub("user ci pass hunter2 at host", ["hunter2"]) == "user ci pass *** at host"
     )
+
+
+def test_an_error_leaving_a_step_has_every_secret_of_the_request_masked():
+    request = {
+        "source": {
+            "repository": "r",
+            "password": "hunter2",
+            "registry_mirror": {"host": "m", "password": "mirror-pw"},
+        },
+        "params": {"aws_secret_access_key": "aws-key"},
+    }
+    assert sorted(secrets_of(request)) == ["aws-key", "hunter2", "mirror-pw"]
+    with (
+        pytest.raises(ConcourseError) as info,
+        secrets_masked(secrets_of(request)),
+    ):
+        raise RegistryError("refused hunter2 and mirror-pw and aws-key")
+    assert str(info.value) == "refused *** and *** and ***"
+    with pytest.raises(RegistryError), secrets_masked(secrets_of(request)):
+        raise RegistryError("nothing secret here")
 
 
 def test_ecr_without_boto3_says_how_to_install_it():

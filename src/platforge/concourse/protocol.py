@@ -28,19 +28,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from platforge.errors import ConcourseError, PlatforgeError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable, Iterator
 
 __all__ = [
     "ResourceVersion",
     "debug_logging",
     "read_request",
     "scrub",
+    "secrets_masked",
     "version_from_json",
     "write_answer",
 ]
@@ -145,14 +147,14 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def guarded(secrets: Callable[[], Iterable[str]]) -> Callable[[PlatforgeError], None]:
-    """A last line of defence: re-raise ``error`` with secrets masked."""
-
-    def reraise(error: PlatforgeError) -> None:
+@contextmanager
+def secrets_masked(secrets: Iterable[str]) -> Iterator[None]:
+    """A last line of defence: errors leave the block with ``secrets`` masked."""
+    try:
+        yield
+    except PlatforgeError as error:
         message = str(error)
-        clean = scrub(message, secrets())
+        clean = scrub(message, secrets)
         if clean != message:
             raise ConcourseError(clean) from None
-        raise error
-
-    return reraise
+        raise

@@ -15,8 +15,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from platforge.concourse.protocol import (
     debug_logging,
-    guarded,
     read_request,
+    secrets_masked,
     version_from_json,
     write_answer,
 )
@@ -27,8 +27,9 @@ from platforge.concourse.source import (
     parse_get_params,
     parse_put_params,
     parse_source,
+    secrets_of,
 )
-from platforge.errors import PlatforgeError, RegistryError
+from platforge.errors import RegistryError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,42 +39,22 @@ __all__ = ["run_check", "run_in", "run_out"]
 log = logging.getLogger("platforge.concourse")
 
 
-def _secrets_of(request: dict[str, Any]) -> list[str]:
-    found: list[str] = []
-
-    def walk(value: Any, key: str = "") -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, k)
-        elif isinstance(value, str) and key in {
-            "password",
-            "aws_secret_access_key",
-            "aws_session_token",
-            "aws_access_key_id",
-        }:
-            found.append(value)
-
-    walk(request)
-    return found
-
-
-def _start(stdin: IO[str]) -> tuple[dict[str, Any], Source]:
-    request = read_request(stdin)
+def _start(request: dict[str, Any]) -> Source:
     source = parse_source(request.get("source"))
     if source.debug:
         debug_logging()
     announce_retries()
     log.debug("request: %s", json.dumps(described(request)))
-    return request, source
+    return source
 
 
 def run_check(stdin: IO[str], stdout: IO[str]) -> None:
     """``check``: print the versions, oldest first."""
     from platforge.concourse.check import check  # noqa: PLC0415 - keeps start-up fast
 
-    request: dict[str, Any] = {}
-    try:
-        request, source = _start(stdin)
+    request = read_request(stdin)
+    with secrets_masked(secrets_of(request)):
+        source = _start(request)
         previous = version_from_json(request.get("version"), required=False)
         versions = []
         if uses_mirror(source):
@@ -88,35 +69,27 @@ def run_check(stdin: IO[str], stdout: IO[str]) -> None:
             with open_remote(source, mirror=False) as remote:
                 versions = check(source, previous, remote)
         write_answer([v.to_json() for v in versions], stdout)
-    except PlatforgeError as exc:
-        guarded(lambda: _secrets_of(request))(exc)
 
 
 def run_in(dest: Path, stdin: IO[str], stdout: IO[str]) -> None:
     """``in``: fetch the version into ``dest`` and print it with metadata."""
     from platforge.concourse.get import get  # noqa: PLC0415 - keeps start-up fast
 
-    request: dict[str, Any] = {}
-    try:
-        request, source = _start(stdin)
+    request = read_request(stdin)
+    with secrets_masked(secrets_of(request)):
+        source = _start(request)
         version = version_from_json(request.get("version"), required=True)
         assert version is not None  # noqa: S101 - required=True guarantees it
         params = parse_get_params(request.get("params"), source)
-        answer = get(dest, version, params)
-        write_answer(answer, stdout)
-    except PlatforgeError as exc:
-        guarded(lambda: _secrets_of(request))(exc)
+        write_answer(get(dest, version, params), stdout)
 
 
 def run_out(src: Path, stdin: IO[str], stdout: IO[str]) -> None:
     """``out``: push the image found under ``src`` and print the new version."""
     from platforge.concourse.put import put  # noqa: PLC0415 - keeps start-up fast
 
-    request: dict[str, Any] = {}
-    try:
-        request, source = _start(stdin)
+    request = read_request(stdin)
+    with secrets_masked(secrets_of(request)):
+        source = _start(request)
         params = parse_put_params(request.get("params"), source)
-        answer = put(src, params)
-        write_answer(answer, stdout)
-    except PlatforgeError as exc:
-        guarded(lambda: _secrets_of(request))(exc)
+        write_answer(put(src, params), stdout)

@@ -55,6 +55,7 @@ __all__ = [
     "parse_get_params",
     "parse_put_params",
     "parse_source",
+    "secrets_of",
 ]
 
 CheckMode = Literal["tag", "semver", "regex"]
@@ -402,6 +403,17 @@ def parse_put_params(data: Any, source: Source) -> PutParams:
             "move); set version or drop bump_aliases"
         )
     return params
+
+
+def secrets_of(data: Mapping[str, Any]) -> list[str]:
+    """Every secret value in ``data`` (passwords, AWS keys), at any depth."""
+    found: list[str] = []
+    for key, value in data.items():
+        if key in _SECRET_KEYS and isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            found.extend(secrets_of(value))
+    return found
 
 
 def described(data: Mapping[str, Any]) -> dict[str, Any]:
