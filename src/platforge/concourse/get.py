@@ -34,6 +34,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,8 @@ from platforge.oci.content import Manifest
 from platforge.oci.layout import Layout, write_atomic
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from platforge.concourse.protocol import ResourceVersion
     from platforge.concourse.remote import Remote
     from platforge.concourse.source import GetParams
@@ -109,8 +112,14 @@ def _get_from(
     return {"version": version.to_json(), "metadata": metadata(pairs)}
 
 
-def _staging(dest: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix=".platforge-in-", dir=dest))
+@contextmanager
+def _staging(dest: Path) -> Iterator[Path]:
+    """A scratch directory inside ``dest``, removed afterwards whatever happens."""
+    path = Path(tempfile.mkdtemp(prefix=".platforge-in-", dir=dest))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _get_rootfs(
@@ -118,8 +127,7 @@ def _get_rootfs(
 ) -> None:
     from platforge.registry.copy import pull_rootfs  # noqa: PLC0415
 
-    staging = _staging(dest)
-    try:
+    with _staging(dest) as staging:
         result = pull_rootfs(
             reference, staging / "image", registries=registries, platform=platform
         )
@@ -128,8 +136,6 @@ def _get_rootfs(
             if target.is_dir():
                 shutil.rmtree(target)
             (staging / "image" / name).replace(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if result.config is not None:
         _write_labels(dest, result.config)
 
@@ -157,8 +163,7 @@ def _get_oci_tar(
 ) -> None:
     from platforge.registry.copy import pull_to_layout  # noqa: PLC0415
 
-    staging = _staging(dest)
-    try:
+    with _staging(dest) as staging:
         result = pull_to_layout(
             reference, staging / "layout", registries=registries, platform=platform
         )
@@ -170,8 +175,6 @@ def _get_oci_tar(
             layout.read_blob(result.digest), result.descriptor.media_type
         )
         _write_labels(dest, layout.read_config(manifest.config))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_image_tar(layout_dir: Path, out: Path, repo_tag: str | None) -> None:
