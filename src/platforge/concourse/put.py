@@ -42,7 +42,12 @@ from platforge.concourse.get import SINGLE_IMAGE_MARKER
 from platforge.concourse.protocol import metadata
 from platforge.concourse.remote import open_remote
 from platforge.concourse.semver import Version, alias_tags, parse_version
-from platforge.errors import ConcourseError, LayoutError, ReferenceFormatError
+from platforge.errors import (
+    ConcourseError,
+    LayoutError,
+    NotFoundError,
+    ReferenceFormatError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -119,14 +124,27 @@ def _version_tags(params: PutParams, remote: Remote | None) -> list[str]:
         version_tag += f"-{source.variant}"
     tags = [version_tag]
     if params.bump_aliases and remote is not None:
-        existing = remote.client.list_tags(remote.repository)
+        # The aliases carry no prefix, so every version they could name counts,
+        # prefixed or not: a prefixed hotfix of an old line never moves `latest`
+        # back.
+        existing = _existing_tags(remote)
         tags += alias_tags(
             canonical,
-            [t.removeprefix(prefix) for t in existing if t.startswith(prefix)],
+            [*existing, *(t.removeprefix(prefix) for t in existing if prefix)],
             variant=source.variant,
             pre_release_prefixes=source.pre_release_prefixes,
         )
     return tags
+
+
+def _existing_tags(remote: Remote) -> list[str]:
+    """The repository's tags; none when it does not exist yet (its first push)."""
+    try:
+        tags = remote.client.list_tags(remote.repository)
+    except NotFoundError:
+        log.debug("repository %s is new: no tags to compare", remote.repository)
+        return []
+    return [tag for tag in tags if isinstance(tag, str)]
 
 
 def _additional_tags(src: Path, params: PutParams) -> list[str]:
