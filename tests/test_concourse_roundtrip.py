@@ -10,6 +10,7 @@ import pytest
 
 from test_concourse_support import (
     answer,
+    client_for,
     multi_image,
     push,
     resource,
@@ -165,6 +166,46 @@ def test_out_pushes_version_aliases_and_additional_tags(registry_plain, tmp_path
     assert tags == ["1.2.3", "1.2", "1", "latest", "extra-one", "extra-two"]
     check = answer(resource("check", {"source": source_for(registry_plain, repo)}))
     assert check[-1] == {"tag": "1.2.3", "digest": image.digest}
+
+
+def test_out_bumps_aliases_in_a_repository_that_does_not_exist_yet(
+    registry_plain, tmp_path
+):
+    repo = f"concourse/new-{uuid.uuid4().hex[:8]}"
+    image = single_image("first")
+    write_layout(tmp_path / "image" / "image", image)
+    request = {
+        "source": source_for(registry_plain, repo),
+        "params": {"image": "image/image", "version": "1.4.0", "bump_aliases": True},
+    }
+    pushed = answer(resource("out", request, str(tmp_path)))
+    tags = {m["name"]: m["value"] for m in pushed["metadata"]}["tags"].split()
+    assert tags == ["1.4.0", "1.4", "1", "latest"]
+
+
+def test_a_prefixed_older_version_never_moves_unprefixed_aliases_back(
+    registry_plain, tmp_path
+):
+    repo = f"concourse/prefix-{uuid.uuid4().hex[:8]}"
+    newest = push(registry_plain, repo, single_image("2"), ["2.0.0", "2", "latest"])
+    image = single_image("hotfix")
+    write_layout(tmp_path / "image" / "image", image)
+    request = {
+        "source": source_for(registry_plain, repo),
+        "params": {
+            "image": "image/image",
+            "version": "1.2.3",
+            "tag_prefix": "v",
+            "bump_aliases": True,
+        },
+    }
+    pushed = answer(resource("out", request, str(tmp_path)))
+    tags = {m["name"]: m["value"] for m in pushed["metadata"]}["tags"].split()
+    assert tags == ["v1.2.3", "1.2", "1"]
+    client = client_for(registry_plain)
+    with client:
+        assert client.head_manifest(repo, "latest").digest == newest
+        assert client.head_manifest(repo, "2").digest == newest
 
 
 def test_out_refuses_a_glob_matching_several_paths(registry_plain, tmp_path):
