@@ -208,6 +208,26 @@ def test_a_prefixed_older_version_never_moves_unprefixed_aliases_back(
         assert client.head_manifest(repo, "2").digest == newest
 
 
+def test_everything_in_writes_is_readable_by_other_users(registry_plain, tmp_path):
+    """A later step may run as the image's non-root user: 0644 files, 0755 dirs."""
+    repo = f"concourse/modes-{uuid.uuid4().hex[:8]}"
+    digest = push(registry_plain, repo, multi_image("modes"), ["m"])
+    version = {"tag": "m", "digest": digest}
+    for fmt in ("rootfs", "oci", "oci-layout"):
+        dest = tmp_path / fmt
+        request = {
+            "source": source_for(registry_plain, repo),
+            "version": version,
+            "params": {"format": fmt},
+        }
+        resource("in", request, str(dest))
+        for path in [dest, *dest.rglob("*")]:
+            if path.is_symlink():
+                continue
+            want = 0o005 if path.is_dir() else 0o004
+            assert path.stat().st_mode & want == want, (fmt, path)
+
+
 def test_out_refuses_a_glob_matching_several_paths(registry_plain, tmp_path):
     for name in ("a", "b"):
         write_layout(tmp_path / name, single_image(name))

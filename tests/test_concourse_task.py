@@ -79,6 +79,7 @@ def test_seed_style_build_then_put_then_get(registry_plain, tmp_path, tmp_store)
     root = index["manifests"][0]
     assert root["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert (tmp_path / "image" / "digest").read_text() == root["digest"]
+    assert (tmp_path / "image" / "digest").stat().st_mode & 0o777 == 0o644
     assert not (tmp_path / "image" / "image.tar").exists()
 
     # put: the layout the task wrote is accepted as is

@@ -922,6 +922,7 @@ def _write_verified(
     received = 0
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would hide the blob
             while True:
                 data = reader.read(CHUNK)
                 if not data:

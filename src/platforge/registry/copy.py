@@ -646,6 +646,8 @@ def _staged(dest: Path) -> Iterator[Path]:
         staging = Path(
             tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent)
         )
+        # mkdtemp makes it private; the result is for whoever reads dest's parent.
+        staging.chmod(0o755)
         yield staging
         if dest.exists():
             dest.rmdir()
