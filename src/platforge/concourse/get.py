@@ -62,6 +62,14 @@ __all__ = ["SINGLE_IMAGE_MARKER", "get", "write_image_tar"]
 log = logging.getLogger("platforge.concourse.get")
 
 SINGLE_IMAGE_MARKER = "single-image-digest"
+_FILE_MODE = 0o644
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -70,7 +78,11 @@ def _write_text(path: Path, text: str) -> None:
 
 def get(dest: Path, version: ResourceVersion, params: GetParams) -> dict[str, Any]:
     """Fetch ``version`` into ``dest``; return the answer ``{version, metadata}``."""
-    if uses_mirror(params.source) and not params.skip_download:
+    if params.skip_download:
+        # As upstream: no registry request at all, so the implicit get after a put
+        # works with credentials given only to the put, or a registry now down.
+        return _write_version(dest, version, params)
+    if uses_mirror(params.source):
         try:
             with open_remote(params.source) as remote:
                 return _get_from(remote, dest, version, params)
@@ -93,23 +105,49 @@ def _get_from(
         )
     reference = remote.pinned(version.tag or None, version.digest)
 
+    answer = _write_version(dest, version, params)
+    registries = remote.registries
+    if params.format == "oci-layout":
+        _get_layout(dest, reference, registries)
+        return answer
+    if params.format == "rootfs":
+        config = _get_rootfs(dest, reference, registries, platform)
+    else:
+        config = _get_oci_tar(dest, reference, registries, platform)
+    fetched = _platform_of(config, platform)
+    if (params.platform or source.platform) and fetched != platform:
+        # A lone manifest is fetched whatever its platform, as upstream does.
+        log.warning(
+            "%s holds one image, for %s, not %s; fetched it anyway",
+            remote.name,
+            fetched,
+            platform,
+        )
+    answer["metadata"].append({"name": "platform", "value": str(fetched)})
+    return answer
+
+
+def _write_version(
+    dest: Path, version: ResourceVersion, params: GetParams
+) -> dict[str, Any]:
+    """Write ``repository``, ``tag`` and ``digest``; the answer without a platform."""
+    repository = params.source.repository
     dest.mkdir(parents=True, exist_ok=True)
-    _write_text(dest / "repository", source.repository)
+    _write_text(dest / "repository", repository)
     _write_text(dest / "tag", version.tag)
     _write_text(dest / "digest", version.digest)
-    pairs = [("repository", source.repository), ("tag", version.tag)]
-
-    if not params.skip_download:
-        registries = remote.registries
-        if params.format == "rootfs":
-            _get_rootfs(dest, reference, registries, platform)
-            pairs.append(("platform", str(platform)))
-        elif params.format == "oci":
-            _get_oci_tar(dest, reference, registries, platform)
-            pairs.append(("platform", str(platform)))
-        else:
-            _get_layout(dest, reference, registries)
+    pairs = [("repository", repository), ("tag", version.tag)]
     return {"version": version.to_json(), "metadata": metadata(pairs)}
+
+
+def _platform_of(config: ImageConfig | None, asked: Platform) -> Platform:
+    """The platform the fetched image's config names (``asked`` when unreadable)."""
+    if config is None:
+        return asked
+    try:
+        return config.platform
+    except PlatforgeError:
+        return asked
 
 
 @contextmanager
@@ -124,7 +162,7 @@ def _staging(dest: Path) -> Iterator[Path]:
 
 def _get_rootfs(
     dest: Path, reference: Reference, registries: Registries, platform: Platform
-) -> None:
+) -> ImageConfig | None:
     from platforge.registry.copy import pull_rootfs  # noqa: PLC0415
 
     with _staging(dest) as staging:
@@ -138,6 +176,7 @@ def _get_rootfs(
             (staging / "image" / name).replace(target)
     if result.config is not None:
         _write_labels(dest, result.config)
+    return result.config
 
 
 def _write_labels(dest: Path, config: ImageConfig) -> None:
@@ -160,7 +199,7 @@ def _get_layout(dest: Path, reference: Reference, registries: Registries) -> Non
 
 def _get_oci_tar(
     dest: Path, reference: Reference, registries: Registries, platform: Platform
-) -> None:
+) -> ImageConfig:
     from platforge.registry.copy import pull_to_layout  # noqa: PLC0415
 
     with _staging(dest) as staging:
@@ -174,7 +213,9 @@ def _get_oci_tar(
         manifest = Manifest.parse(
             layout.read_blob(result.digest), result.descriptor.media_type
         )
-        _write_labels(dest, layout.read_config(manifest.config))
+        config = layout.read_config(manifest.config)
+        _write_labels(dest, config)
+    return config
 
 
 def write_image_tar(layout_dir: Path, out: Path, repo_tag: str | None) -> None:
@@ -204,6 +245,7 @@ def write_image_tar(layout_dir: Path, out: Path, repo_tag: str | None) -> None:
     ]
     fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
+        os.fchmod(fd, 0o644)  # readable by a later step running as another user
         with (
             os.fdopen(fd, "wb") as raw,
             tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
@@ -214,6 +256,8 @@ def write_image_tar(layout_dir: Path, out: Path, repo_tag: str | None) -> None:
             for path in sorted(blob_dir.rglob("*")):
                 if path.is_file():
                     tar.add(path, arcname=str(path.relative_to(layout_dir)))
+        # mkstemp makes the file 0600; a later step may run as a non-root user.
+        Path(temp).chmod(_FILE_MODE & ~_umask())
         Path(temp).replace(out)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
