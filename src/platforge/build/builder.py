@@ -41,7 +41,7 @@ from platforge.build.context import FileHasher, SourceTree, join_dest
 from platforge.build.copy_step import UrlFetcher, plan_copy, write_copy
 from platforge.build.image import ImageState, ImageTree, empty_state
 from platforge.build.request import BuildEvent, BuildRequest, BuildResult
-from platforge.build.snapshot import LayerOptions, write_entries
+from platforge.build.snapshot import LayerOptions, copy_entries, write_entries
 from platforge.build.steps import METADATA_KEYWORDS, apply_metadata
 from platforge.build.store import Store, default_store_path
 from platforge.dockerfile import dockerignore, parser, shell
@@ -212,11 +212,10 @@ class BuildSession:
     def _state_from_directory(self, root: Path, platform: Platform) -> ImageState:
         state = empty_state(platform)
         items = SourceTree(root, None, name=f"context {root}").select(["."], "/")
-        layer = write_entries(
-            self.store,
-            _copy_items_entries(items, self.options.epoch),
-            self.options,
+        entries = copy_entries(
+            items, tree=None, owner=None, chmod=None, epoch=self.options.epoch
         )
+        layer = write_entries(self.store, entries, self.options)
         state.add_layer(layer)
         state.add_history(f"COPY {root} /", self.created(), empty_layer=False)
         return state
@@ -606,12 +605,6 @@ class BuildSession:
             push_layout(
                 self.store.path, reference, registries=self.registries, name=name
             )
-
-
-def _copy_items_entries(items: list[Any], epoch: int | None) -> Any:
-    from platforge.build.snapshot import copy_entries  # noqa: PLC0415
-
-    return copy_entries(items, tree=None, owner=None, chmod=None, epoch=epoch)
 
 
 def run_build(request: BuildRequest) -> BuildResult:

@@ -4,7 +4,7 @@ The tar itself is :func:`platforge.oci.layer.write_layer`'s job (one streaming p
 tar hashed for the diff ID, compressed, hashed again for the blob digest). This
 module decides *which* entries a step's layer holds and lands the blob in the store:
 
-* :func:`write_copy_layer` maps the :class:`~platforge.build.context.CopyItem` list
+* :func:`copy_entries` maps the :class:`~platforge.build.context.CopyItem` list
   of a COPY or ADD onto virtual entries read straight from their sources, with the
   destination path, owner and mode the instruction asks for, so a COPY never
   stages a tree on disk and needs no privilege. Parent directories of each
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from platforge.build.image import ImageTree
     from platforge.build.store import Store
 
-__all__ = ["LayerOptions", "write_copy_layer", "write_entries", "write_upper_layer"]
+__all__ = ["LayerOptions", "copy_entries", "write_entries", "write_upper_layer"]
 
 
 @dataclass(frozen=True)
@@ -101,22 +101,6 @@ def copy_entries(
             yield Entry.file(
                 name, item.source, mode=mode, uid=uid, gid=gid, mtime=item.mtime
             )
-
-
-def write_copy_layer(
-    store: Store,
-    items: list[CopyItem],
-    *,
-    tree: ImageTree | None,
-    owner: Owner | None,
-    chmod: ModeSpec | None,
-    options: LayerOptions,
-) -> LayerRef:
-    """One layer holding ``items`` and their parent directories."""
-    entries = copy_entries(
-        items, tree=tree, owner=owner, chmod=chmod, epoch=options.epoch
-    )
-    return write_entries(store, entries, options)
 
 
 def write_upper_layer(
