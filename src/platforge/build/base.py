@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
-from platforge.build.image import ImageState, LayerRef
+from platforge.build.image import ImageState, LayerRef, config_platform
 from platforge.errors import BuildError, NotFoundError, RegistryError
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Index, Manifest, parse_manifest
@@ -175,18 +175,17 @@ class BaseResolver:
         config: dict[str, Any] = json.loads(
             self.store.read_blob(str(manifest.config.digest))
         )
-        if platform is not None and config.get("architecture"):
-            actual = platforms.Platform(
-                os=str(config.get("os") or "linux"),
-                architecture=str(config["architecture"]),
-                variant=config.get("variant") or None,
+        actual = config_platform(config)
+        if (
+            platform is not None
+            and actual is not None
+            and not platforms.only(platform).match(actual)
+        ):
+            raise BuildError(
+                f"base image {text} is for {platforms.format(actual)}, not "
+                f"{platforms.format(platform)}; use an image index that has "
+                "that platform, or build only for the image's platform"
             )
-            if not platforms.only(platform).match(actual):
-                raise BuildError(
-                    f"base image {text} is for {platforms.format(actual)}, not "
-                    f"{platforms.format(platform)}; use an image index that has "
-                    "that platform, or build only for the image's platform"
-                )
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(manifest.layers):
             raise BuildError(

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from platforge.build.store import Store
     from platforge.platforms import Platform
 
-__all__ = ["ImageState", "ImageTree", "LayerRef", "empty_state"]
+__all__ = ["ImageState", "ImageTree", "LayerRef", "config_platform", "empty_state"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -162,12 +162,14 @@ def empty_state(platform: Platform) -> ImageState:
     return ImageState(config)
 
 
-def platform_of(state: ImageState) -> Platform:
-    cfg = state.config
+def config_platform(config: dict[str, Any]) -> Platform | None:
+    """The platform an image config names (None when it names no architecture)."""
+    if not config.get("architecture"):
+        return None
     return platforms.Platform(
-        os=str(cfg.get("os", "linux")),
-        architecture=str(cfg.get("architecture", "amd64")),
-        variant=cfg.get("variant"),
+        os=str(config.get("os") or "linux"),
+        architecture=str(config["architecture"]),
+        variant=config.get("variant") or None,
     )
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
+from platforge.build.image import config_platform
 from platforge.errors import BuildError, PlatforgeError
 from platforge.oci import archive
 from platforge.oci import mediatypes as mt
@@ -144,12 +145,8 @@ def _for_platform(config: dict[str, Any], platform: Platform) -> dict[str, Any]:
     target platform's (its index entry says so). A config whose platform already
     runs as the target (arm64 with variant v8) is kept as it is.
     """
-    named = platforms.Platform(
-        os=str(config.get("os") or ""),
-        architecture=str(config.get("architecture") or ""),
-        variant=config.get("variant") or None,
-    )
-    if platforms.only_strict(platform).match(named):
+    named = config_platform(config)
+    if named is not None and platforms.only_strict(platform).match(named):
         return config
     config["architecture"] = platform.architecture
     config["os"] = platform.os
