@@ -3,6 +3,7 @@
 import importlib.util
 import io
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -152,6 +153,20 @@ def test_versions():
         version_from_json({"digest": digest, "ref": "x"}, required=True)
 
 
+@pytest.fixture
+def some_ca():
+    """A real CA certificate from the system's bundle, as a pipeline pastes one."""
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not bundle.is_file():
+        pytest.skip(f"no CA bundle at {bundle} to take a real certificate from")
+    body = bundle.read_text().split("-----BEGIN CERTIFICATE-----")[1]
+    return (
+        "-----BEGIN CERTIFICATE-----"
+        + body.split("-----END")[0]
+        + ("-----END CERTIFICATE-----\n")
+    )
+
+
 def test_scrub_masks_every_secret():
     assert (
         scrub("user ci pass hunter2 at host", ["hunter2"]) == "user ci pass *** at host"
@@ -176,6 +191,13 @@ def test_an_error_leaving_a_step_has_every_secret_of_the_request_masked():
     assert str(info.value) == "refused *** and *** and ***"
     with pytest.raises(RegistryError), secrets_masked(secrets_of(request)):
         raise RegistryError("nothing secret here")
+
+
+@pytest.mark.parametrize("pem", ["not a cert", "", "-----BEGIN CERTIFICATE-----\nMII"])
+def test_a_ca_cert_that_is_no_pem_is_one_line_naming_the_key(pem, some_ca):
+    assert parse_source({"repository": "r", "ca_certs": [some_ca]}).ca_certs
+    with pytest.raises(ConcourseError, match=r"source\.ca_certs\[1\]"):
+        parse_source({"repository": "r", "ca_certs": [some_ca, pem]})
 
 
 def test_ecr_without_boto3_says_how_to_install_it():

@@ -372,6 +372,11 @@ def test_an_unreadable_ca_file_is_a_one_line_error(tmp_path, monkeypatch):
         RegistryClient("registry.example:5000")
 
 
+def test_ca_certs_that_are_no_pem_are_a_one_line_error():
+    with pytest.raises(TransportError, match=r"CA certificate 1 .* is not a PEM"):
+        RegistryClient("registry.example:5000", ca_certs=("not a cert",))
+
+
 def test_parse_retry_after_handles_seconds_and_dates():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(None) is None

@@ -32,6 +32,7 @@ Every key is checked: an unknown one, a wrong type or a bad regex or constraint 
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -313,7 +314,7 @@ def parse_source(data: Any) -> Source:
         username=reader.string("username"),
         password=reader.string("password"),
         insecure=reader.boolean("insecure"),
-        ca_certs=reader.strings("ca_certs") or (),
+        ca_certs=_ca_certs(reader.strings("ca_certs") or ()),
         platform=_platform(reader.mapping("platform")),
         variant=reader.string("variant"),
         semver_constraint=constraint,
@@ -328,6 +329,19 @@ def parse_source(data: Any) -> Source:
     )
     reader.refuse_unknown()
     return source
+
+
+def _ca_certs(pems: tuple[str, ...]) -> tuple[str, ...]:
+    """``ca_certs``, each checked to be a PEM certificate before any step runs."""
+    for number, pem in enumerate(pems):
+        try:
+            ssl.create_default_context().load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError):
+            raise ConcourseError(
+                f"source.ca_certs[{number}] is not a PEM certificate; give the whole "
+                "-----BEGIN CERTIFICATE----- block, line breaks included"
+            ) from None
+    return pems
 
 
 def _overrides(reader: _Reader, source: Source) -> Source:

@@ -780,8 +780,14 @@ def _ssl_context(
                 f"cannot load CA file {name} for registry {host}: {exc}; give a "
                 "readable PEM file"
             ) from exc
-    for pem in ca_certs:
-        context.load_verify_locations(cadata=pem)
+    for number, pem in enumerate(ca_certs, 1):
+        try:
+            context.load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise TransportError(
+                f"CA certificate {number} for registry {host} is not a PEM "
+                "certificate; give the whole -----BEGIN CERTIFICATE----- block"
+            ) from exc
     return context
 
 
