@@ -243,6 +243,13 @@ def test_tags_follow_link_headers(fake):
         assert client.list_tags("a", page_size=2) == ["a", "b", "c"]
 
 
+def test_tag_list_entries_that_are_no_strings_are_left_out(fake):
+    body = {"name": "a", "tags": [1, None, {"a": 1}, "1.0.0", ["x"]]}
+    fake.on("GET", "/v2/a/tags/list", (200, {}, json.dumps(body).encode()))
+    with RegistryClient(fake.host) as client:
+        assert client.list_tags("a") == ["1.0.0"]
+
+
 def _blob(size):
     data = bytes(range(256)) * (size // 256 + 1)
     data = data[:size]

@@ -747,8 +747,10 @@ class RegistryClient:
             if response.status_code != 200:
                 raise self._error(response, "list tags of", repository)
             try:
-                tags.extend(response.json().get("tags") or [])
-            except (ValueError, AttributeError) as exc:
+                page = response.json().get("tags") or []
+                # Only strings are tags; a broken registry's other entries are not.
+                tags.extend(tag for tag in page if isinstance(tag, str))
+            except (ValueError, AttributeError, TypeError) as exc:
                 raise RegistryError(
                     f"registry {self.registry} sent an unreadable tag list for "
                     f"{repository}; check the registry"
