@@ -97,11 +97,7 @@ class Reference:
         colon = path.rfind(":")
         if colon != -1 and "/" not in path[colon:]:
             path, tag = path[:colon], path[colon + 1 :]
-            if not _TAG.fullmatch(tag):
-                raise ReferenceFormatError(
-                    f"invalid tag {tag!r} in image reference {text!r}: "
-                    "a tag is 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"
-                )
+            _check_tag(tag, f"in image reference {text!r}")
         _check_path(text, path)
 
         if registry is None or registry in _HUB_ALIASES:
@@ -134,11 +130,7 @@ class Reference:
 
     def with_tag(self, tag: str) -> Reference:
         """The same repository at ``tag`` (and no digest)."""
-        if not _TAG.fullmatch(tag):
-            raise ReferenceFormatError(
-                f"invalid tag {tag!r} for {self.name}: a tag is 1-128 of "
-                "[A-Za-z0-9_.-], not starting with '.' or '-'"
-            )
+        _check_tag(tag, f"for {self.name}")
         return Reference(self.registry, self.repository, tag, None)
 
     def with_digest(self, digest: str) -> Reference:
@@ -169,14 +161,20 @@ def _split_registry(text: str) -> tuple[str | None, str]:
     return None, text
 
 
+def _check_tag(tag: str, where: str) -> None:
+    if not _TAG.fullmatch(tag):
+        raise ReferenceFormatError(
+            f"invalid tag {tag!r} {where}: a tag is 1-128 of [A-Za-z0-9_.-], not "
+            "starting with '.' or '-'"
+        )
+
+
 def _check_path(text: str, path: str) -> None:
     for component in path.split("/"):
         if not _COMPONENT.fullmatch(component):
-            hint = (
-                " (repository names are lowercase)"
-                if component.lower() != (component)
-                else ""
-            )
+            hint = ""
+            if component.lower() != component:
+                hint = " (repository names are lowercase)"
             raise ReferenceFormatError(
                 f"invalid repository path component {component!r} in image "
                 f"reference {text!r}: expected lowercase letters and digits joined "
