@@ -13,13 +13,17 @@ under the configured ``variant`` (see :mod:`platforge.concourse.semver`), filter
 digest collapse into one version carrying the best tag (a release over a
 pre-release, then the most specific: ``1.2.3`` over ``1.2`` over ``1``), so alias
 tags do not look like new versions. Without a constraint, the bare tag (``latest``,
-or the variant's name) comes last when it names an image no version tag names.
+or the variant's name) comes last when it names an image no version tag names. When
+Concourse passes the previous version and its tag still names its digest, that tag
+is the cursor (as upstream): only tags of higher versions are asked for their digest,
+so a steady-state check costs the tag list and a few ``HEAD`` requests.
 
 **regex** (``tag_regex`` set): every tag the regular expression finds (anywhere in
 the tag, as Go's ``MatchString`` does: anchor it with ``^…$`` to match whole tags).
 With ``created_at_sort`` they are ordered by the image config's ``created`` time,
 newest last; otherwise in version order when every tag reads as a version, else in
-the registry's (lexical) order.
+lexical order (registries list tags in no stable order). An image config that cannot
+be read sorts as the oldest.
 
 In semver and regex mode, a previous version that is still listed starts the answer
 (Concourse expects it first); one that vanished leaves the whole list.
@@ -61,7 +65,7 @@ def check(
     if source.mode == "regex":
         versions = _check_regex(source, remote)
     else:
-        versions = _check_semver(source, remote)
+        versions = _check_semver(source, previous, remote)
     return _from_previous(versions, previous)
 
 
@@ -97,8 +101,42 @@ class _Found:
         return (release, str(version).count("."), version.key())
 
 
-def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
+def _list_tags(remote: Remote) -> list[str]:
+    """The repository's tags; an entry that is not a string is skipped, saying so."""
     tags = remote.client.list_tags(remote.repository)
+    strings = [tag for tag in tags if isinstance(tag, str)]
+    if len(strings) != len(tags):
+        log.warning(
+            "%s listed %d tags that are not strings; they are skipped",
+            remote.name,
+            len(tags) - len(strings),
+        )
+    return strings
+
+
+def _cursor(
+    previous: ResourceVersion | None, candidates: list[TagVersion], remote: Remote
+) -> TagVersion | None:
+    """The previous version's tag when it still names the previous digest.
+
+    As upstream, tags of lower (or equal) versions then need no ``HEAD``: a
+    steady-state check costs the tag list and the few tags above the cursor.
+    """
+    if previous is None or not previous.tag:
+        return None
+    found = next((c for c in candidates if c.tag == previous.tag), None)
+    if found is None:
+        return None
+    info = remote.client.head_manifest(remote.repository, previous.tag)
+    if info is None or info.digest != previous.digest:
+        return None
+    return found
+
+
+def _check_semver(
+    source: Source, previous: ResourceVersion | None, remote: Remote
+) -> list[ResourceVersion]:
+    tags = _list_tags(remote)
     candidates: list[TagVersion] = []
     for tag in tags:
         found = tag_version(
@@ -119,8 +157,26 @@ def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
     # when it names an image no version tag does, unless a constraint is set.
     bare = source.variant or "latest"
     with_bare = bare in tags and source.semver_constraint is None
+    cursor = _cursor(previous, candidates, remote)
+    if cursor is not None:
+        assert previous is not None  # noqa: S101 - a cursor comes from it
+        above = [c for c in candidates if c.version.key() > cursor.version.key()]
+        heads = _digests(remote, [c.tag for c in above] + [bare] * with_bare)
+        versions = _collapse(
+            [cursor, *above], {cursor.tag: previous.digest} | heads, bare, with_bare
+        )
+        # The bare tag naming an image below the cursor would look new: ask all.
+        if not with_bare or versions[-1].tag != bare:
+            return versions
     digests = _digests(remote, [c.tag for c in candidates] + [bare] * with_bare)
+    return _collapse(candidates, digests, bare, with_bare)
 
+
+def _collapse(
+    candidates: list[TagVersion], digests: dict[str, str], bare: str, with_bare: bool
+) -> list[ResourceVersion]:
+    """One version per digest, named by its best tag, oldest first; then the bare
+    tag when it names an image no version tag does."""
     by_digest: dict[str, _Found] = {}
     for candidate in candidates:
         digest = digests.get(candidate.tag)
@@ -139,11 +195,8 @@ def _check_semver(source: Source, remote: Remote) -> list[ResourceVersion]:
 
 def _check_regex(source: Source, remote: Remote) -> list[ResourceVersion]:
     assert source.tag_regex is not None  # noqa: S101 - mode "regex" guarantees it
-    tags = [
-        t
-        for t in remote.client.list_tags(remote.repository)
-        if source.tag_regex.search(t)
-    ]
+    # Lexical order first: the registry's own listing order is not stable.
+    tags = sorted(t for t in _list_tags(remote) if source.tag_regex.search(t))
     digests = _digests(remote, tags)
     found = [(tag, digests[tag]) for tag in tags if tag in digests]
 
@@ -186,9 +239,10 @@ def _created(remote: Remote, digest: str, source: Source) -> datetime:
     with remote.client.open_blob(remote.repository, config) as blob:
         raw = blob.read(_MAX_CONFIG)
     try:
-        text = json.loads(raw).get("created")
+        document_json = json.loads(raw)
+        text = document_json.get("created") if isinstance(document_json, dict) else None
         when = datetime.fromisoformat(text) if isinstance(text, str) else _EPOCH
-    except ValueError:
+    except ValueError:  # not JSON, not UTF-8, or not a time: sorts as oldest
         return _EPOCH
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
