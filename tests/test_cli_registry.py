@@ -12,7 +12,10 @@ import uuid
 
 import pytest
 
-from test_registry_images import blob_files, busybox_layout
+from platforge import platforms
+from platforge.oci.layer import Entry
+from test_registry_auth import RECORDING_HELPER
+from test_registry_images import _image, blob_files, busybox_layout, small_layout
 
 pytestmark = pytest.mark.registry
 
@@ -177,12 +180,10 @@ def test_login_saves_credentials_push_uses_them_and_logout_forgets(
 def test_login_through_a_creds_store_keeps_the_secret_out_of_config_json(
     registry_basic, image, docker_config, tmp_path
 ):
-    from test_registry_auth import _RECORDING_HELPER  # noqa: PLC0415
-
     bindir = tmp_path / "bin"
     bindir.mkdir()
     helper = bindir / "docker-credential-rec"
-    helper.write_text("#!/bin/sh\n" + _RECORDING_HELPER)
+    helper.write_text("#!/bin/sh\n" + RECORDING_HELPER)
     helper.chmod(0o755)
     env = {
         "DOCKER_CONFIG": str(docker_config),
@@ -330,8 +331,6 @@ def test_debug_output_never_shows_the_password_or_tokens(kind, request, image):
 def test_platform_that_a_lone_manifest_lacks_is_refused_by_every_command(
     registry_plain, tmp_path
 ):
-    from test_registry_images import small_layout  # noqa: PLC0415
-
     layout, descriptor = small_layout(tmp_path / "img")
     ref = registry_plain.ref(_repo(), "amd64")
     ok("push", layout.path, ref)
@@ -362,3 +361,17 @@ def test_platform_that_a_lone_manifest_lacks_is_refused_by_every_command(
     done = ok("inspect", ref, "--platform", "linux/amd64")
     assert json.loads(done.stdout)["digest"] == str(descriptor.digest)
     ok("pull", ref, tmp_path / "amd64", "--platform", "linux/amd64")
+
+
+def test_inspect_name_picks_one_image_of_a_layout_holding_several(tmp_path):
+    layout, first = small_layout(tmp_path / "img", name="one")
+    entries = [Entry.file("other.txt", b"other")]
+    second = _image(layout, platforms.parse("linux/arm64"), entries, ["true"])
+    layout.add_ref(second, "two")
+
+    for name, descriptor in (("one", first), ("two", second)):
+        done = ok("inspect", layout.path, "--name", name)
+        assert json.loads(done.stdout)["digest"] == str(descriptor.digest)
+    refused = platforge("inspect", layout.path)
+    assert refused.returncode == 1
+    assert "holds 2 images (names: one, two)" in refused.stderr

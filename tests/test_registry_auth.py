@@ -298,7 +298,7 @@ def test_a_token_is_reused_until_it_expires(tmp_path):
 
 # A helper that records its calls and keeps one secret in a file, as the
 # docker-credential-* programs do in a keychain.
-_RECORDING_HELPER = """\
+RECORDING_HELPER = """\
 echo "$1" >> "$(dirname "$0")/calls"
 store="$(dirname "$0")/stored"
 case "$1" in
@@ -322,7 +322,7 @@ esac
 def test_login_with_a_helper_stores_the_secret_there_and_logout_erases_it(
     docker_config, tmp_path, monkeypatch, config
 ):
-    _helper(tmp_path, monkeypatch, _RECORDING_HELPER)
+    _helper(tmp_path, monkeypatch, RECORDING_HELPER)
     docker_config.write_text(
         json.dumps({**config, "auths": {"127.0.0.1:5000": {"auth": _b64("old:pw")}}})
     )

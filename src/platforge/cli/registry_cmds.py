@@ -326,14 +326,18 @@ def copy(src: str, dst: str, platform: str, **options: Any) -> None:
 @click.argument("target")
 @click.option("--raw", is_flag=True, help="Print the manifest or index bytes as is.")
 @click.option("--platform", help="Inspect this platform's manifest of an index.")
+@click.option("--name", help="Which image of a layout holding several (its ref name).")
 @_connection_options
-def inspect(target: str, raw: bool, platform: str | None, **options: Any) -> None:
+def inspect(
+    target: str, raw: bool, platform: str | None, name: str | None, **options: Any
+) -> None:
     """Show an image's manifest or index, from a registry or an OCI layout.
 
     \b
     Examples:
       platforge inspect 127.0.0.1:5000/app:1.0 --raw
       platforge inspect ./image --platform linux/arm64
+      platforge inspect ./images --name app
     """
     wanted = _platform(platform)
     path = Path(target)
@@ -341,13 +345,13 @@ def inspect(target: str, raw: bool, platform: str | None, **options: Any) -> Non
         from platforge.oci.layout import Layout  # noqa: PLC0415 - only for layouts
 
         layout = Layout.open(path)
-        descriptor, document = layout_root(layout)
+        descriptor, document = layout_root(layout, name)
         if wanted is not None:
             descriptor, document = layout_platform(layout, descriptor, document, wanted)
-        name = str(path)
+        shown = str(path)
     else:
         reference = Reference.parse(target)
-        name = str(reference)
+        shown = str(reference)
         with _registries(reference.registry, **options) as registries:
             descriptor, document = fetch_manifest(
                 reference,
@@ -359,7 +363,7 @@ def inspect(target: str, raw: bool, platform: str | None, **options: Any) -> Non
         sys.stdout.buffer.write(document)
         sys.stdout.buffer.flush()
         return
-    click.echo(json.dumps(_summary(name, descriptor.media_type, document), indent=2))
+    click.echo(json.dumps(_summary(shown, descriptor.media_type, document), indent=2))
 
 
 def _summary(name: str, media_type: str, raw: bytes) -> dict[str, Any]:
