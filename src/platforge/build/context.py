@@ -37,13 +37,13 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
 from platforge.errors import BuildError, SandboxError
+from platforge.oci.layout import write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -447,11 +447,4 @@ class FileHasher:
         with self._lock:
             data = json.dumps(self._known)
             self._dirty = False
-        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=".hashes-")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-            Path(tmp).replace(self.state_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self.state_file, data.encode())

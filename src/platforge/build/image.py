@@ -20,19 +20,18 @@ import base64
 import copy
 import hashlib
 import json
-import os
 import tarfile
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from platforge import platforms
 from platforge.oci.layer import Entry, EntryType
+from platforge.oci.layout import write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
 
     from platforge.build.store import Store
     from platforge.platforms import Platform
@@ -338,14 +337,7 @@ def _ops_path(store: Store, digest: str) -> Path:
 def _save_ops(store: Store, digest: str, ops: list[_Op]) -> None:
     path = _ops_path(store, digest)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(ops, fh, separators=(",", ":"))
-        Path(name).replace(path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(ops, separators=(",", ":")).encode())
 
 
 def _layer_ops(store: Store, digest: str) -> list[_Op]:
