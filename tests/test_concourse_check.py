@@ -135,6 +135,11 @@ def test_semver_mode_starts_at_the_previous_version(tagged):
 
 REGEX_TABLE = [
     ({"tag_regex": r"^1\.\d+\.\d+$"}, ["1.0.0", "1.1.0"]),
+    # Go's POSIX classes (RE2), which Python's re would read as a nested set.
+    (
+        {"tag_regex": r"^[[:digit:]]+\.[[:digit:]]+\.[[:digit:]]+$"},
+        ["1.0.0", "1.1.0", "2.0.0"],
+    ),
     ({"tag_regex": "alpine"}, ["1.1.0-alpine"]),
     ({"tag_regex": "^lat"}, ["latest"]),
     # Oldest first by the config's created time: a (Jan), c (Feb), b (Mar), d (Apr).

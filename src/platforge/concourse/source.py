@@ -31,11 +31,11 @@ Every key is checked: an unknown one, a wrong type or a bad regex or constraint 
 
 from __future__ import annotations
 
-import re
 import ssl
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from platforge.concourse.re2 import compile_re2
 from platforge.concourse.semver import (
     DEFAULT_PRE_RELEASE_PREFIXES,
     Constraint,
@@ -45,6 +45,7 @@ from platforge.errors import ConcourseError, PlatformError
 from platforge.platforms import Platform, normalize
 
 if TYPE_CHECKING:
+    import re
     from collections.abc import Mapping
 
 __all__ = [
@@ -281,12 +282,7 @@ def parse_source(data: Any) -> Source:
 
     tag_regex = None
     if (pattern := reader.string("tag_regex")) is not None:
-        try:
-            tag_regex = re.compile(pattern)
-        except re.error as exc:
-            raise ConcourseError(
-                f"source.tag_regex {pattern!r} is not a valid regular expression: {exc}"
-            ) from exc
+        tag_regex = compile_re2(pattern)  # Go's dialect, as upstream
     tag = reader.string("tag")
     if tag is not None and tag_regex is not None:
         raise ConcourseError(
