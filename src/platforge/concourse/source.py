@@ -15,10 +15,11 @@ so the keys are upstream's::
       username: ...  password: ...
       insecure: false                    # plain HTTP / unverified TLS
       ca_certs: ["-----BEGIN CERTIFICATE-----..."]
-      platform: {os: linux, architecture: arm64, variant: v8}
+      platform: {os: linux, architecture: arm64, variant: v8}  # missing: the worker's
       registry_mirror: {host: mirror:5000, username: ..., password: ...}
       aws_access_key_id / aws_secret_access_key / aws_session_token / aws_region /
       aws_role_arn / aws_role_arns / aws_account_id     # ECR, through boto3
+      aws_ecr_registry_id                # the older name of aws_account_id
       debug: false
 
 With neither ``tag`` nor ``tag_regex``, ``check`` runs in semver mode; ``in`` and
@@ -31,10 +32,12 @@ Every key is checked: an unknown one, a wrong type or a bad regex or constraint 
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from platforge import platforms
 from platforge.concourse.re2 import compile_re2
 from platforge.concourse.semver import (
     DEFAULT_PRE_RELEASE_PREFIXES,
@@ -45,7 +48,6 @@ from platforge.errors import ConcourseError, PlatformError
 from platforge.platforms import Platform, normalize
 
 if TYPE_CHECKING:
-    import re
     from collections.abc import Mapping
 
 __all__ = [
@@ -63,6 +65,12 @@ __all__ = [
 CheckMode = Literal["tag", "semver", "regex"]
 GetFormat = Literal["rootfs", "oci", "oci-layout"]
 
+# The distribution spec's tag grammar (upstream parses repository:tag with it too).
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# A registry mirror is HOST[:PORT]: no scheme, path or spaces.
+_MIRROR_HOST = re.compile(
+    r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?"
+)
 _SECRET_KEYS = frozenset(
     {"password", "aws_secret_access_key", "aws_session_token", "aws_access_key_id"}
 )
@@ -74,6 +82,7 @@ _AWS_KEYS = (
     "aws_role_arn",
     "aws_role_arns",
     "aws_account_id",
+    "aws_ecr_registry_id",
 )
 
 
@@ -223,13 +232,16 @@ class Source:
 
 
 def _platform(reader: _Reader | None) -> Platform | None:
+    """A ``platform`` object; as upstream, a missing field is the worker's own."""
     if reader is None:
         return None
-    os_name = reader.string("os") or "linux"
-    arch = reader.string("architecture", required=True)
+    worker = platforms.host()
+    os_name = reader.string("os") or worker.os
+    arch = reader.string("architecture")
     variant = reader.string("variant")
     reader.refuse_unknown()
-    assert arch is not None  # noqa: S101 - required=True guarantees it
+    if arch is None:
+        arch, variant = worker.architecture, variant or worker.variant
     try:
         return normalize(Platform(os=os_name, architecture=arch, variant=variant))
     except PlatformError as exc:
@@ -248,7 +260,9 @@ def _aws(reader: _Reader, *, base: AwsConfig | None = None) -> AwsConfig | None:
         "access_key_id": reader.string("aws_access_key_id"),
         "secret_access_key": reader.string("aws_secret_access_key"),
         "session_token": reader.string("aws_session_token"),
-        "account_id": reader.string("aws_account_id"),
+        # aws_ecr_registry_id is upstream's older name for the same registry ID.
+        "account_id": reader.string("aws_account_id")
+        or reader.string("aws_ecr_registry_id"),
     }
     region = reader.string("aws_region")
     given: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
@@ -284,6 +298,11 @@ def parse_source(data: Any) -> Source:
     if (pattern := reader.string("tag_regex")) is not None:
         tag_regex = compile_re2(pattern)  # Go's dialect, as upstream
     tag = reader.string("tag")
+    if tag is not None and not _TAG.fullmatch(tag):
+        raise ConcourseError(
+            f"source.tag {tag!r} is not a valid tag: 1-128 of A-Z a-z 0-9 _ . -, "
+            "not starting with '.' or '-'; fix the pipeline's source"
+        )
     if tag is not None and tag_regex is not None:
         raise ConcourseError(
             "source sets both tag and tag_regex; keep one (tag follows one tag, "
@@ -297,6 +316,11 @@ def parse_source(data: Any) -> Source:
     if (mirror_reader := reader.mapping("registry_mirror")) is not None:
         host = mirror_reader.string("host", required=True)
         assert host is not None  # noqa: S101 - required=True guarantees it
+        if not _MIRROR_HOST.fullmatch(host):
+            raise ConcourseError(
+                f"source.registry_mirror.host {host!r} is not HOST[:PORT]; drop any "
+                "scheme (http://) or path"
+            )
         mirror = RegistryMirror(
             host=host,
             username=mirror_reader.string("username"),
@@ -402,7 +426,7 @@ def parse_put_params(data: Any, source: Source) -> PutParams:
         source=_overrides(reader, source),
         image=image,
         additional_tags=reader.string("additional_tags"),
-        version=reader.string("version"),
+        version=_version_text(reader),
         bump_aliases=reader.boolean("bump_aliases"),
         tag_prefix=reader.string("tag_prefix"),
     )
@@ -413,6 +437,17 @@ def parse_put_params(data: Any, source: Source) -> PutParams:
             "move); set version or drop bump_aliases"
         )
     return params
+
+
+def _version_text(reader: _Reader) -> str | None:
+    """``params.version`` as written: a YAML number (1.10) would lose digits."""
+    value = reader.data.get("version")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ConcourseError(
+            f"params.version must be a string, got the number {value!r}; quote it "
+            'in the pipeline (version: "1.10") so no digit is lost'
+        )
+    return reader.string("version")
 
 
 def secrets_of(data: Mapping[str, Any]) -> list[str]:
