@@ -11,7 +11,8 @@ environment variables, read here with upstream's names and defaults:
                         directory of its own name (``<target>/image.tar``) when the
                         task declares that output
 ``BUILD_ARG_<name>``    build args; ``BUILD_ARGS_FILE``: ``k=v`` lines, or YAML/JSON
-``LABEL_<name>``        labels; ``LABELS_FILE``: ``k=v`` lines, or YAML/JSON
+                        (values as written); the file wins over ``BUILD_ARG_*``
+``LABEL_<name>``        labels; ``LABELS_FILE``: the same forms and precedence
 ``IMAGE_PLATFORM``      comma-separated platforms (default: this worker's)
 ``OUTPUT_OCI``          write the OCI layout ``image/image/`` instead of
                         ``image/image.tar``; implied by several platforms
@@ -35,15 +36,19 @@ layers and the step cache), so the next run reuses them.
 
 Differences: ``BUILDKIT_SSH`` is refused (no SSH agent forwarding), and additional
 targets without an output directory are not built at all. Booleans take what Go's
-``strconv.ParseBool`` takes (``true``, ``1``, ``false``, ``0``…). Any parameter of
-these families that is misspelt or malformed fails with a line naming it.
+``strconv.ParseBool`` takes (``true``, ``1``, ``false``, ``0``…). Other environment
+variables are ignored, as upstream, except a near miss of a parameter's name
+(``OUTPUT_OCX``), which fails naming both; ``BUILDKIT_EXTRA_CONFIG`` is ignored with
+a warning (there is no buildkitd). A malformed value fails with a line naming it.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from contextlib import ExitStack
@@ -66,6 +71,7 @@ __all__ = ["TaskConfig", "parse_env", "run_task"]
 
 log = logging.getLogger("platforge.concourse.task")
 
+_BARE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False", ""}
 
@@ -93,19 +99,13 @@ _PREFIXED = (
     "BUILDKIT_SECRET_",
     "BUILDKIT_SECRETTEXT_",
 )
-# Names in these families that are none of the above are typos of a parameter.
-_FAMILIES = (
-    "BUILD_ARG",
-    "BUILDKIT_",
-    "LABEL",
-    "IMAGE_",
-    "OUTPUT_",
-    "UNPACK_",
-    "TARGET",
-    "ADDITIONAL_TARGET",
-    "DOCKERFILE",
-    "REGISTRY_MIRROR",
-)
+# Upstream parameters platforge reads but cannot honour: named in a warning.
+_IGNORED = {
+    "BUILDKIT_EXTRA_CONFIG": "platforge runs no buildkitd to configure; give "
+    "mirrors with REGISTRY_MIRRORS",
+}
+# How alike a name must be to a parameter to be taken for its misspelling.
+_NEAR = 0.85
 
 
 @dataclass
@@ -140,23 +140,42 @@ def _bool(env: dict[str, str], name: str) -> bool:
     )
 
 
-def _pairs_file(path: Path, name: str) -> dict[str, str]:
-    """``k=v`` lines (blank lines skipped), or a YAML/JSON mapping."""
+def _pairs_file(path: Path, name: str, env: dict[str, str]) -> dict[str, str]:
+    """``k=v`` lines, or a YAML/JSON mapping whose values are taken as written.
+
+    In the line form, blank and ``#`` lines are skipped and a bare ``NAME`` takes
+    its value from the environment, as ``docker build --build-arg NAME`` does (left
+    out when unset), so a file oci-build-task reads never fails here.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConcourseError(
             f"task parameter {name}: cannot read {path}: {exc.strerror}"
         ) from exc
-    lines = [line for line in text.splitlines() if line.strip()]
-    if lines and all("=" in line and ": " not in line.split("=")[0] for line in lines):
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assignments = [
+        line for line in lines if "=" in line and ": " not in line.split("=")[0]
+    ]
+    if assignments and all(
+        line in assignments or _BARE_NAME.fullmatch(line.strip()) for line in lines
+    ):
         pairs: dict[str, str] = {}
         for line in lines:
-            key, _, value = line.partition("=")
-            pairs[key.strip()] = value
+            key, sep, value = line.partition("=")
+            if sep:
+                pairs[key.strip()] = value
+            elif (from_env := env.get(key.strip())) is not None:
+                pairs[key.strip()] = from_env
         return pairs
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
+        # BaseLoader: every value a string as written (1.10, true, 010), not
+        # PyYAML's YAML 1.1 reading of it (1.1, True, 8).
+        data = yaml.load(text, Loader=yaml.BaseLoader) if text.strip() else {}  # noqa: S506 - BaseLoader builds only str, list and dict
     except yaml.YAMLError as exc:
         raise ConcourseError(
             f"task parameter {name}: {path} is neither k=v lines nor YAML ({exc})"
@@ -165,7 +184,11 @@ def _pairs_file(path: Path, name: str) -> dict[str, str]:
         raise ConcourseError(
             f"task parameter {name}: {path} must hold k=v lines or a mapping"
         )
-    return {str(k): "" if v is None else str(v) for k, v in data.items()}
+    if not all(isinstance(v, str) for v in data.values()):
+        raise ConcourseError(
+            f"task parameter {name}: {path} must map names to single values"
+        )
+    return {str(k): v for k, v in data.items()}
 
 
 def _check_names(env: dict[str, str]) -> None:
@@ -179,11 +202,28 @@ def _check_names(env: dict[str, str]) -> None:
                 "task parameter BUILDKIT_SSH is not supported by platforge (no SSH "
                 "agent forwarding into RUN); use BUILDKIT_SECRET_<id> for keys"
             )
-        if any(name.startswith(family) for family in _FAMILIES):
+        if name in _IGNORED:
+            log.warning("task parameter %s is ignored: %s", name, _IGNORED[name])
+            continue
+        # Every other name is environment (the task image's ENV, params a script
+        # reads), which upstream ignores; only a near miss of a parameter fails.
+        if meant := _misspelt(name):
             raise ConcourseError(
-                f"unknown task parameter {name}; check its spelling against the "
-                "oci-build-task parameters (BUILD_ARG_<name>, IMAGE_PLATFORM, ...)"
+                f"unknown task parameter {name}; did you mean {meant}? Check its "
+                "spelling against the oci-build-task parameters"
             )
+
+
+def _misspelt(name: str) -> str | None:
+    """The parameter ``name`` looks like a misspelling of, if any."""
+    close = difflib.get_close_matches(name, _PLAIN, n=1, cutoff=_NEAR)
+    if close:
+        return close[0]
+    for prefix in _PREFIXED:
+        head = name[: len(prefix) + 1]
+        if difflib.SequenceMatcher(None, head, prefix).ratio() >= _NEAR + 0.05:
+            return f"{prefix}<name>"
+    return None
 
 
 def _locations(env: dict[str, str], cwd: Path) -> tuple[Path, Path]:
@@ -268,12 +308,15 @@ def parse_env(env: dict[str, str], cwd: Path) -> TaskConfig:
     config = TaskConfig(context=context, dockerfile=dockerfile)
     config.target = _target(env, cwd)
     config.additional_targets = _list(env, "ADDITIONAL_TARGETS")
+    _prefixed(env, cwd, config)
+    # The files come after BUILD_ARG_* / LABEL_* and win, as upstream (its file
+    # lines are passed after them, and the last value of a name counts).
     if env.get("BUILD_ARGS_FILE"):
         path = cwd / env["BUILD_ARGS_FILE"]
-        config.build_args.update(_pairs_file(path, "BUILD_ARGS_FILE"))
+        config.build_args.update(_pairs_file(path, "BUILD_ARGS_FILE", env))
     if env.get("LABELS_FILE"):
-        config.labels.update(_pairs_file(cwd / env["LABELS_FILE"], "LABELS_FILE"))
-    _prefixed(env, cwd, config)
+        path = cwd / env["LABELS_FILE"]
+        config.labels.update(_pairs_file(path, "LABELS_FILE", env))
     if env.get("IMAGE_PLATFORM"):
         try:
             config.platforms = platforms.parse_list(env["IMAGE_PLATFORM"])
