@@ -39,8 +39,8 @@ FULL = {
 }
 
 
-def test_every_upstream_key_is_read():
-    source = parse_source(FULL)
+def test_every_upstream_key_is_read(some_ca):
+    source = parse_source({**FULL, "ca_certs": [some_ca]})
     assert source.mode == "semver"
     assert source.platform is not None
     assert str(source.platform) == "linux/arm64"  # normalised
