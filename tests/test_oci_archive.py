@@ -467,3 +467,13 @@ def test_docker_loads_our_archive_and_we_read_what_docker_saves(tmp_path, docker
     assert dst.read_manifest(desc).config.digest == image_id
     assert dst.resolve("example/platforge:v1").digest == desc.digest
     assert dst.check() == []
+
+
+@pytest.mark.parametrize("reader", [read_oci_archive, read_docker_archive])
+def test_a_file_that_is_no_tar_is_refused_in_one_line(tmp_path, reader):
+    not_tar = tmp_path / "notes.txt"
+    not_tar.write_text("FROM scratch\n" * 100)
+    with pytest.raises(ArchiveError) as caught:
+        reader(not_tar, Layout.create(tmp_path / "dst"))
+    assert "is not a readable tar file (plain, gzip, bzip2 or xz)" in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -329,6 +329,12 @@ def _open_tar(src: str | os.PathLike[str], kind: str) -> tarfile.TarFile:
         tar = tarfile.open(src, mode="r:*")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise ArchiveError(f"{kind} {src} does not exist") from None
+    except tarfile.ReadError:
+        # tarfile's message lists each codec it tried, one per line
+        raise ArchiveError(
+            f"{kind} {src} is not a readable tar file (plain, gzip, bzip2 or xz); "
+            "give the tarball that docker save, skopeo or platforge wrote"
+        ) from None
     except (tarfile.TarError, OSError) as exc:
         raise ArchiveError(f"{kind} {src} is not a readable tar file: {exc}") from None
     _copy_in_chunks(tar)
