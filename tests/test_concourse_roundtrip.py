@@ -1,5 +1,6 @@
 """check → in (every format) → out, through `platforge resource`, on real registries."""
 
+import hashlib
 import io
 import json
 import tarfile
@@ -92,8 +93,15 @@ def _in_layout_then_out(registry, repo, source, version, image, *, tmp_path, sko
     dest = tmp_path / "layout-get"
     params = {"format": "oci-layout"}
     resource("in", {"source": source, "version": version, "params": params}, str(dest))
-    index = json.loads((dest / "oci" / "index.json").read_text())
-    assert [m["digest"] for m in index["manifests"]] == [digest]
+    # As upstream: index.json is the index itself, so it hashes to the digest
+    # and lists each platform.
+    index_json = (dest / "oci" / "index.json").read_bytes()
+    assert index_json == image.top.data
+    assert "sha256:" + hashlib.sha256(index_json).hexdigest() == digest
+    arches = [
+        m["platform"]["architecture"] for m in json.loads(index_json)["manifests"]
+    ]
+    assert arches == ["amd64", "arm64"]
     blob = dest / "oci" / "blobs" / "sha256" / digest.split(":")[1]
     assert blob.read_bytes() == image.top.data
 

@@ -14,10 +14,11 @@ and, unless ``skip_download`` is set, by ``format``:
 * ``oci``: ``image.tar``, one platform as an OCI archive that also carries docker's
   ``manifest.json``, so both ``docker load`` and OCI tools read it, and
   ``labels.json``;
-* ``oci-layout``: ``oci/``, an OCI image layout holding the whole image (every
-  platform of an index), named by the tag; for a single-platform image (a manifest,
-  not an index) also the marker file ``oci/single-image-digest`` naming it, as the
-  registry-image resource writes.
+* ``oci-layout``: ``oci/``, an OCI image layout holding the whole image, as the
+  registry-image resource writes it: for an index, ``index.json`` is that index
+  itself (its sha256 is the digest; it lists every platform); for a single-platform
+  image (a manifest), ``index.json`` names it and the marker file
+  ``oci/single-image-digest`` holds its digest.
 
 With a ``registry_mirror`` that applies, the mirror is tried first and the
 repository's own registry after it fails (as upstream). The platform is
@@ -195,6 +196,13 @@ def _get_layout(dest: Path, reference: Reference, registries: Registries) -> Non
         # registry-image's marker for "this layout holds one image, not an index";
         # `out` reads it back, and so do pipelines written for that resource.
         _write_text(target / SINGLE_IMAGE_MARKER, str(result.digest))
+    else:
+        # As upstream, index.json *is* the image index (byte for byte, so its
+        # sha256 is the version's digest and it lists the platforms); the index
+        # stays a blob too.
+        write_atomic(
+            target / "index.json", Layout.open(target).read_blob(result.digest)
+        )
 
 
 def _get_oci_tar(
