@@ -5,6 +5,7 @@ The "host" files are in the test's own temporary directory, outside the trees.
 """
 
 import json
+import os
 
 import pytest
 
@@ -139,3 +140,53 @@ def test_rw_bind_mounts_of_a_stage_neither_reach_the_host_nor_change_the_stage(
         with pytest.raises(BuildError, match="no such file"):
             build_image(ctx)
         assert sorted(p.name for p in host.iterdir()) == ["dir", "secret.txt"]
+
+
+def test_fifos_in_a_tree_are_copied_as_fifos(tmp_path):
+    ctx = tmp_path / "fifo"
+    (ctx / "d").mkdir(parents=True)
+    os.mkfifo(ctx / "d" / "pipe")
+    (ctx / "d" / "file").write_text("f\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch AS s\nCOPY d /d/\nFROM scratch\nCOPY --from=s /d /copied/\n"
+    )
+    store = tmp_path / "store"
+    result, _ = build_image(ctx, store=store)
+    blobs = store / "blobs" / "sha256"
+    manifest = json.loads(
+        (blobs / result.manifests["linux/amd64"].digest.encoded).read_text()
+    )
+    with (blobs / manifest["layers"][-1]["digest"][7:]).open("rb") as fh:
+        kinds = {e.path: e.type.value for e, _ in iter_entries(open_reader(fh))}
+    assert kinds["copied/pipe"] == "fifo"
+    assert kinds["copied/file"] == "file"
+
+
+@pytest.mark.registry
+@pytest.mark.privileged
+def test_an_rw_bind_mount_keeps_owners_and_hard_links(
+    tmp_path, tmp_store, registry_plain, busybox
+):
+    base = push_busybox_base(busybox, registry_plain.host, arches=("amd64",))
+    ctx = tmp_path / "owners"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base} AS s\n"
+        "RUN echo d > /own && chown 1000:1000 /own && ln /own /own-link\n"
+        f"FROM {base}\n"
+        "RUN --mount=type=bind,from=s,target=/ro ls -ln /ro/own > /ro.txt\n"
+        "RUN --mount=type=bind,from=s,target=/rw,rw ls -ln /rw/own > /rw.txt\n"
+    )
+    result, _ = build_image(ctx)
+    blobs = tmp_store / "blobs" / "sha256"
+    manifest = json.loads(
+        (blobs / result.manifests["linux/amd64"].digest.encoded).read_text()
+    )
+    seen = {}
+    for layer in manifest["layers"][-2:]:
+        with (blobs / layer["digest"][7:]).open("rb") as fh:
+            for entry, content in iter_entries(open_reader(fh)):
+                if content is not None:
+                    seen[entry.path] = content.read().decode().split()[1:4]
+    assert seen["ro.txt"] == ["2", "1000", "1000"]
+    assert seen["rw.txt"] == seen["ro.txt"]

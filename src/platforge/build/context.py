@@ -60,7 +60,12 @@ __all__ = [
 
 log = logging.getLogger("platforge.build.context")
 
-EntryKind = Literal["file", "dir", "symlink"]
+EntryKind = Literal["file", "dir", "symlink", "fifo", "char-device", "block-device"]
+_SPECIAL: dict[int, EntryKind] = {
+    stat.S_IFIFO: "fifo",
+    stat.S_IFCHR: "char-device",
+    stat.S_IFBLK: "block-device",
+}
 _WILDCARD = re.compile(r"[*?\[]")
 _CHUNK = 1 << 20
 
@@ -83,6 +88,7 @@ class CopyItem:
     link: str = ""
     # (size, mtime in ns, inode) from the walk: lets the hasher skip a stat.
     stamp: tuple[int, int, int] | None = None
+    rdev: int = 0  # a device's number (major and minor)
 
 
 def has_wildcard(word: str) -> bool:
@@ -365,10 +371,13 @@ def _item(dest: str, path: Path, st: os.stat_result) -> CopyItem:
         kind, link = "dir", ""
     elif stat.S_ISREG(st.st_mode):
         kind, link = "file", ""
+    elif stat.S_IFMT(st.st_mode) in _SPECIAL:
+        # FIFOs and device nodes are copied as what they are, as BuildKit does.
+        kind, link = _SPECIAL[stat.S_IFMT(st.st_mode)], ""
     else:
         raise BuildError(
-            f"COPY {path}: only files, directories and links can be copied; "
-            "remove the special file or ignore it in .dockerignore"
+            f"COPY to {dest}: the source is a socket, which cannot be copied; "
+            "remove it, or leave it out with --exclude or .dockerignore"
         )
     return CopyItem(
         dest=dest,
@@ -379,6 +388,7 @@ def _item(dest: str, path: Path, st: os.stat_result) -> CopyItem:
         size=st.st_size if kind == "file" else 0,
         link=link,
         stamp=(st.st_size, st.st_mtime_ns, st.st_ino),
+        rdev=st.st_rdev if kind.endswith("-device") else 0,
     )
 
 
@@ -436,6 +446,8 @@ class FileHasher:
                 if item.kind == "file" and item.source is not None
                 else ""
             )
+            if item.rdev:
+                content = f"{os.major(item.rdev)},{os.minor(item.rdev)}"
             line = f"{item.dest}\0{item.kind}\0{item.mode:o}\0{item.link}\0{content}\n"
             digest.update(line.encode("utf-8", "surrogateescape"))
         return digest.hexdigest()

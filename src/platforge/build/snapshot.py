@@ -19,13 +19,20 @@ this module invents carry the epoch, or 0 without one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from platforge.build.image import LayerRef
 from platforge.oci import compression as codec
-from platforge.oci.layer import Entry, entries_from_overlay, write_layer
+from platforge.oci.layer import (
+    Entry,
+    EntryType,
+    clean_path,
+    entries_from_overlay,
+    write_layer,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -97,6 +104,17 @@ def copy_entries(
             yield Entry.directory(name, mode=mode, uid=uid, gid=gid, mtime=item.mtime)
         elif item.kind == "symlink":
             yield Entry.symlink(name, item.link, uid=uid, gid=gid, mtime=item.mtime)
+        elif item.kind != "file":  # a FIFO or a device node
+            yield Entry(
+                clean_path(name),
+                EntryType(item.kind),
+                mode=mode,
+                uid=uid,
+                gid=gid,
+                mtime=item.mtime,
+                devmajor=os.major(item.rdev) if item.rdev else 0,
+                devminor=os.minor(item.rdev) if item.rdev else 0,
+            )
         elif item.source is not None:
             yield Entry.file(
                 name, item.source, mode=mode, uid=uid, gid=gid, mtime=item.mtime
