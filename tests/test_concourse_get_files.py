@@ -77,3 +77,31 @@ def test_metadata_names_the_platform_of_a_lone_manifest_fetched(
     names = {m["name"]: m["value"] for m in answer(result)["metadata"]}
     assert names["platform"] == "linux/arm64"
     assert "linux/s390x" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        b"[]",
+        b'{"architecture": "amd64", "os": "linux", "config": "weird"}',
+        b"\xff\xfe not json",
+    ],
+)
+@pytest.mark.parametrize("fmt", ["rootfs", "oci"])
+def test_an_unreadable_image_config_fails_in_one_line(
+    registry_plain, tmp_path, config, fmt
+):
+    from test_concourse_check_cursor import _odd_config_image  # noqa: PLC0415
+
+    repo = f"concourse/oddcfg-{uuid.uuid4().hex[:8]}"
+    digest = push(registry_plain, repo, _odd_config_image(config), ["odd"])
+    request = {
+        "source": source_for(registry_plain, repo),
+        "version": {"tag": "odd", "digest": digest},
+        "params": {"format": fmt},
+    }
+    result = resource("in", request, str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
