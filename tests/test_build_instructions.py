@@ -349,6 +349,12 @@ def test_sigterm_stops_a_running_step_and_cleans_up(tmp_path, tmp_store, base):
         assert proc.wait(timeout=20) == 130
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # Unwind as a user would, so a failure here leaves no container or
+            # mount behind; kill only what does not stop.
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert _processes_running(b"sleep\x0029") == []
