@@ -273,3 +273,22 @@ def test_build_pushes_to_a_tls_registry_with_ca_file(context, tmp_path, registry
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip().startswith("sha256:")
+
+
+def test_a_later_build_arg_wins_whatever_its_form(context, tmp_path):
+    (context / "Dockerfile").write_text("FROM scratch\nARG A\nLABEL a=$A\n")
+    env = {**os.environ, "A": "from-env"}
+    for args, expected in (
+        (("--build-arg", "A", "--build-arg", "A=given"), "given"),
+        (("--build-arg", "A=given", "--build-arg", "A"), "from-env"),
+    ):
+        out = tmp_path / f"o-{expected}"
+        ran = _platforge(
+            "build", str(context), *args, "-o", str(out), cwd=tmp_path, env=env
+        )
+        assert ran.returncode == 0, ran.stderr
+        blobs = out / "blobs" / "sha256"
+        index = json.loads((out / "index.json").read_text())
+        manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+        config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
+        assert config["config"]["Labels"] == {"a": expected}

@@ -80,12 +80,20 @@ def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
 
 
 def _build_args(values: tuple[str, ...]) -> dict[str, str]:
-    """``KEY=VALUE``, or ``KEY`` alone to take the value from the environment."""
-    given = tuple(v for v in values if "=" in v)
-    result = _pairs(given, "--build-arg")
-    for name in (v for v in values if "=" not in v):
-        if name in os.environ:
-            result[name] = os.environ[name]
+    """``KEY=VALUE``, or ``KEY`` alone to take the value from the environment;
+    in the order given, a later value of a key wins (as buildx and ``dockerfile
+    plan``)."""
+    result: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not key:
+            raise click.BadParameter(
+                f"{value!r} is not KEY=VALUE", param_hint="--build-arg"
+            )
+        if sep:
+            result[key] = rest
+        elif key in os.environ:
+            result[key] = os.environ[key]
     return result
 
 
