@@ -369,7 +369,7 @@ def test_mirror_is_asked_first_then_the_origin(
 
 
 def test_a_mirror_that_has_the_image_serves_it(
-    registry_plain, registry_basic, origin_is, run_in_process
+    registry_plain, registry_basic, origin_is, run_in_process, tmp_path
 ):
     # The origin (basic) has no such repository; only the mirror (plain) does.
     origin_is(registry_basic)
@@ -383,3 +383,12 @@ def test_a_mirror_that_has_the_image_serves_it(
     assert run_in_process("check", {"source": source}) == [
         {"tag": "t", "digest": digest}
     ]
+    # image.tar is named after the configured repository, not the mirror
+    version = {"tag": "t", "digest": digest}
+    request = {"source": source, "version": version, "params": {"format": "oci"}}
+    run_in_process("in", request, tmp_path)
+    with tarfile.open(tmp_path / "image.tar") as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        manifest = json.load(member)
+    assert manifest[0]["RepoTags"] == [f"{repo}:t"]

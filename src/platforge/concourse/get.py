@@ -114,7 +114,9 @@ def _get_from(
     if params.format == "rootfs":
         config = _get_rootfs(dest, reference, registries, platform)
     else:
-        config = _get_oci_tar(dest, reference, registries, platform)
+        config = _get_oci_tar(
+            dest, reference, registries, platform, repository=source.repository
+        )
     fetched = _platform_of(config, platform)
     if (params.platform or source.platform) and fetched != platform:
         # A lone manifest is fetched whatever its platform, as upstream does.
@@ -206,7 +208,12 @@ def _get_layout(dest: Path, reference: Reference, registries: Registries) -> Non
 
 
 def _get_oci_tar(
-    dest: Path, reference: Reference, registries: Registries, platform: Platform
+    dest: Path,
+    reference: Reference,
+    registries: Registries,
+    platform: Platform,
+    *,
+    repository: str,
 ) -> ImageConfig:
     from platforge.registry.copy import pull_to_layout  # noqa: PLC0415
 
@@ -214,7 +221,8 @@ def _get_oci_tar(
         result = pull_to_layout(
             reference, staging / "layout", registries=registries, platform=platform
         )
-        repo_tag = f"{reference.name}:{reference.tag}" if reference.tag else None
+        # Named as configured, as upstream: never after a mirror that served it.
+        repo_tag = f"{repository}:{reference.tag}" if reference.tag else None
         write_image_tar(staging / "layout", dest / "image.tar", repo_tag)
         layout = Layout.open(staging / "layout")
         # One platform was asked for, so the root is an image manifest.
