@@ -1,5 +1,8 @@
 """The store: an OCI layout with platforge's records beside it."""
 
+import os
+import time
+
 import pytest
 
 from platforge.build.store import Store
@@ -25,3 +28,21 @@ def test_the_store_is_a_layout_and_reads_small_blobs_verified(tmp_path):
     store.blob_path(digest).write_bytes(b'{"config": false}')
     with pytest.raises(PlatforgeError, match="corrupt"):
         store.read_blob(digest)
+
+
+def test_leftovers_of_killed_builds_go_once_a_day_old(tmp_path):
+    store = Store(tmp_path / "store")
+    old_blob = store.blobs / ".tmp-killed"
+    old_blob.write_bytes(b"partial")
+    old_scratch = store.tmp / "upper-killed"
+    (old_scratch / "sub").mkdir(parents=True)
+    (old_scratch / "sub" / "f").write_text("x")
+    fresh = store.blobs / ".tmp-running"
+    fresh.write_bytes(b"being written")
+    day_and_more = time.time() - 25 * 3600
+    for path in (old_blob, old_scratch):
+        os.utime(path, (day_and_more, day_and_more))
+    Store(store.path)
+    assert not old_blob.exists()
+    assert not old_scratch.exists()
+    assert fresh.exists()

@@ -19,8 +19,10 @@ files the store keeps platforge's own records in ``platforge/``:
 Writes are atomic: a blob goes to a temporary file in its final directory and is
 renamed to its digest once the bytes are known; a cache record likewise.
 
-Limitation: nothing is ever removed from the store; delete the directory (or a
-record under ``platforge/cache``) to reclaim space or forget cached steps.
+Temporary blobs and scratch directories that a killed build left and nobody has
+touched for a day are removed when a store is opened. Limitation: nothing else
+is ever removed from the store; delete the directory (or a record under
+``platforge/cache``) to reclaim space or forget cached steps.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -45,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["BlobSink", "Store", "default_store_path"]
 
 log = logging.getLogger("platforge.build.store")
+
+# Temporary files and scratch directories older than this belong to no build.
+_LEFTOVER_AGE = 24 * 3600
 
 
 def default_store_path() -> Path:
@@ -83,6 +89,31 @@ class Store:
                 f"cannot use {path} as the store: {exc.strerror or exc}; set "
                 "PLATFORGE_STORE to a writable directory"
             ) from None
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Delete temporary blobs and scratch directories of killed builds.
+
+        A build that ends normally removes its own; one killed with SIGKILL
+        leaves them. Only what nobody has touched for a day goes, so the
+        files of builds running now are safe.
+        """
+        cutoff = time.time() - _LEFTOVER_AGE
+        for directory, prefix in ((self.blobs, ".tmp-"), (self.tmp, "")):
+            with os.scandir(directory) as entries:
+                old = [
+                    Path(entry.path)
+                    for entry in entries
+                    if entry.name.startswith(prefix)
+                    and entry.stat(follow_symlinks=False).st_mtime < cutoff
+                ]
+            for leftover in old:
+                log.info("removing %s, left by a build that was killed", leftover)
+                with contextlib.suppress(OSError):
+                    if leftover.is_dir() and not leftover.is_symlink():
+                        _remove_tree(leftover)
+                    else:
+                        leftover.unlink()
 
     # -- blobs ---------------------------------------------------------------
 
