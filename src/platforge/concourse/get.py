@@ -108,6 +108,7 @@ def _get_from(
 
     answer = _write_version(dest, version, params)
     registries = remote.registries
+    log.info("fetching %s@%s (%s)", source.repository, version.digest, params.format)
     if params.format == "oci-layout":
         _get_layout(dest, reference, registries)
         return answer

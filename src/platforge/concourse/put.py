@@ -67,9 +67,11 @@ def put(src: Path, params: PutParams) -> dict[str, Any]:
     source = params.source
     with open_remote(source, mirror=False) as remote:
         tags = image_tags(src, params, remote)
+        log.info("pushing %s to %s as %s", image, remote.name, " ".join(tags))
         with _as_layout(image) as (layout_dir, digest):
             result = _push(layout_dir, digest, remote, tags)
     digest = str(result.digest)
+    log.info("pushed %s", digest)
     pairs = [("repository", source.repository), ("tags", " ".join(tags))]
     return {"version": {"tag": tags[0], "digest": digest}, "metadata": metadata(pairs)}
 

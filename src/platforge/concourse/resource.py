@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from platforge.concourse.protocol import (
@@ -29,14 +30,52 @@ from platforge.concourse.source import (
     parse_source,
     secrets_of,
 )
-from platforge.errors import RegistryError
+from platforge.errors import ConcourseError, PlatforgeError, RegistryError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 __all__ = ["run_check", "run_in", "run_out"]
 
 log = logging.getLogger("platforge.concourse")
+
+
+# Hints the registry layer words for the platforge CLI, and what a pipeline sets
+# instead: the error keeps what failed and gets the pipeline's fix.
+_PIPELINE_HINTS = (
+    (
+        "; run `platforge login",
+        (
+            "; check source.username and source.password (a get or put may override "
+            "them in params)"
+        ),
+    ),
+    (
+        "; trust its CA with",
+        (
+            "; give its CA in source.ca_certs, or set source.insecure: true if you "
+            "trust the network"
+        ),
+    ),
+    (
+        "; pick one of those with --platform",
+        "; pick one of those with source.platform or the get step's params.platform",
+    ),
+)
+
+
+@contextmanager
+def _pipeline_hints() -> Iterator[None]:
+    """Errors leave the block telling how to fix the pipeline, not a command line."""
+    try:
+        yield
+    except PlatforgeError as error:
+        message = str(error)
+        for marker, hint in _PIPELINE_HINTS:
+            if (cut := message.find(marker)) >= 0:
+                raise ConcourseError(message[:cut] + hint) from error
+        raise
 
 
 def _start(request: dict[str, Any]) -> Source:
@@ -53,7 +92,7 @@ def run_check(stdin: IO[str], stdout: IO[str]) -> None:
     from platforge.concourse.check import check  # noqa: PLC0415 - keeps start-up fast
 
     request = read_request(stdin)
-    with secrets_masked(secrets_of(request)):
+    with secrets_masked(secrets_of(request)), _pipeline_hints():
         source = _start(request)
         previous = version_from_json(request.get("version"), required=False)
         versions = []
@@ -76,7 +115,7 @@ def run_in(dest: Path, stdin: IO[str], stdout: IO[str]) -> None:
     from platforge.concourse.get import get  # noqa: PLC0415 - keeps start-up fast
 
     request = read_request(stdin)
-    with secrets_masked(secrets_of(request)):
+    with secrets_masked(secrets_of(request)), _pipeline_hints():
         source = _start(request)
         version = version_from_json(request.get("version"), required=True)
         assert version is not None  # noqa: S101 - required=True guarantees it
@@ -89,7 +128,7 @@ def run_out(src: Path, stdin: IO[str], stdout: IO[str]) -> None:
     from platforge.concourse.put import put  # noqa: PLC0415 - keeps start-up fast
 
     request = read_request(stdin)
-    with secrets_masked(secrets_of(request)):
+    with secrets_masked(secrets_of(request)), _pipeline_hints():
         source = _start(request)
         params = parse_put_params(request.get("params"), source)
         write_answer(put(src, params), stdout)
