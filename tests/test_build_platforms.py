@@ -80,3 +80,23 @@ def test_a_lone_manifest_in_a_registry_is_checked_too(
     (context / "Dockerfile").write_text(f"FROM {tag}\nLABEL x=1\n")
     with pytest.raises(BuildError, match=r"is for linux/amd64, not linux/arm64"):
         build_image(context, platforms_text="linux/amd64,linux/arm64")
+
+
+def test_an_oci_layout_context_by_digest_and_its_corrupt_blobs(tmp_path, context):
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /\n")
+    layout = tmp_path / "layout"
+    made, _ = build_image(
+        context, store=tmp_path / "s1", outputs=oci_output(layout), tags=["x:v1"]
+    )
+    (context / "Dockerfile").write_text("FROM base\nLABEL x=1\n")
+    pinned = {"base": f"oci-layout://{layout}@{made.digest}"}
+    result, _ = build_image(context, store=tmp_path / "s2", build_contexts=pinned)
+    assert list(result.manifests) == ["linux/amd64"]
+    wrong = {"base": f"oci-layout://{layout}@sha256:{'0' * 64}"}
+    with pytest.raises(BuildError, match="no image with digest"):
+        build_image(context, store=tmp_path / "s3", build_contexts=wrong)
+    blobs = layout / "blobs" / "sha256"
+    biggest = max(blobs.iterdir(), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:-1] + b"X")
+    with pytest.raises(BuildError, match="write the layout again"):
+        build_image(context, store=tmp_path / "s4", build_contexts=pinned)

@@ -14,19 +14,18 @@ Docker Hub references before Docker Hub itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from platforge import platforms
 from platforge.build.image import ImageState, LayerRef, config_platform
-from platforge.errors import BuildError, NotFoundError, RegistryError
+from platforge.errors import BuildError, NotFoundError, PlatforgeError, RegistryError
 from platforge.oci import mediatypes as mt
-from platforge.oci.content import Index, Manifest, parse_manifest
+from platforge.oci.content import Descriptor, Index, Manifest, parse_manifest
+from platforge.oci.layout import Layout
 from platforge.registry.reference import DOCKER_HUB, Reference
 
 if TYPE_CHECKING:
@@ -211,60 +210,55 @@ class BaseResolver:
     # -- OCI layouts ---------------------------------------------------------
 
     def _from_layout(self, text: str, platform: Platform) -> ImageState:
-        directory, _, tag = text.partition(":")
-        root = Path(directory)
-        index_path = root / "index.json"
-        if not index_path.is_file():
+        """``DIR``, ``DIR:TAG`` or ``DIR@DIGEST`` (buildx's spellings)."""
+        try:
+            source, descriptor = _layout_entry(text)
+            document = source.read_manifest(descriptor)
+            lone = not isinstance(document, Index)
+            if isinstance(document, Index):
+                chosen = document.find(platform)
+                if chosen is None:
+                    _no_platform(text, platform)
+                document = source.read_manifest(chosen)
+            if not isinstance(document, Manifest):
+                _no_platform(text, platform)
+            for blob in [document.config, *document.layers]:
+                if not self.store.has_blob(str(blob.digest)):
+                    # write_blob checks the digest and size as the bytes go by.
+                    with source.open_blob(blob.digest) as stream:
+                        self.store.layout.write_blob(stream, blob)
+        except BuildError:
+            raise
+        except PlatforgeError as exc:
             raise BuildError(
-                f"oci-layout://{text}: {index_path} is missing; point at an OCI "
-                "image layout directory"
-            )
-        index = Index.parse(index_path.read_bytes())
-        entries = list(index.manifests)
-        if tag:
-            entries = [d for d in entries if d.ref_name == tag]
-        if not entries:
-            raise BuildError(
-                f"oci-layout://{text}: no image tagged {tag!r}; use DIR:TAG with a "
-                "tag from its index.json"
-            )
-        descriptor = entries[0]
-        blobs = root / "blobs"
-
-        def read(digest: str) -> bytes:
-            algorithm, _, encoded = digest.partition(":")
-            return (blobs / algorithm / encoded).read_bytes()
-
-        raw = read(str(descriptor.digest))
-        document = parse_manifest(raw, descriptor.media_type)
-        lone = not isinstance(document, Index)
-        if isinstance(document, Index):
-            chosen = document.find(platform)
-            if chosen is None:
-                raise BuildError(
-                    f"oci-layout://{text} has no manifest for "
-                    f"{platforms.format(platform)}; build it for that platform"
-                )
-            raw = read(str(chosen.digest))
-            document = Manifest.parse(raw, chosen.media_type)
-        for d in [document.config, *document.layers]:
-            self._import_blob(blobs, str(d.digest), text)
-        self.store.put_bytes(raw)
+                f"oci-layout://{text}: {exc}; write the layout again"
+            ) from None
+        self.store.put_bytes(document.raw)
         return self._state(document, f"oci-layout://{text}", platform if lone else None)
 
-    def _import_blob(self, blobs: Path, digest: str, text: str) -> None:
-        if self.store.has_blob(digest):
-            return
-        algorithm, _, encoded = digest.partition(":")
-        source = blobs / algorithm / encoded
-        with source.open("rb") as src, self.store.blob_sink() as sink:
-            check = hashlib.sha256()
-            while chunk := src.read(1 << 20):
-                check.update(chunk)
-                sink.file.write(chunk)
-            if f"sha256:{check.hexdigest()}" != digest:
-                raise BuildError(
-                    f"oci-layout://{text}: blob {source} does not match its "
-                    "digest; the layout is corrupt, write it again"
-                )
-            self.store.commit(sink, digest)
+
+def _layout_entry(text: str) -> tuple[Layout, Descriptor]:
+    """The layout ``DIR[:TAG|@DIGEST]`` names and the index entry it picks."""
+    directory, at, pinned = text.partition("@")
+    tag = ""
+    if not at:
+        directory, _, tag = text.partition(":")
+    source = Layout.open(directory)
+    entries = list(source.index().manifests)
+    if pinned:
+        entries = [d for d in entries if str(d.digest) == pinned]
+    elif tag:
+        entries = [d for d in entries if d.ref_name == tag]
+    if not entries:
+        raise BuildError(
+            f"oci-layout://{text}: no image {'with digest' if at else 'tagged'} "
+            f"{(pinned or tag)!r}; use DIR:TAG or DIR@DIGEST from its index.json"
+        )
+    return source, entries[0]
+
+
+def _no_platform(text: str, platform: Platform) -> NoReturn:
+    raise BuildError(
+        f"oci-layout://{text} has no manifest for {platforms.format(platform)}; "
+        "build it for that platform"
+    )
