@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,8 +27,8 @@ VARS = {
 }
 
 
-def load_pipeline(values=VARS):
-    text = PIPELINE.read_text()
+def load_pipeline(values=VARS, text=None):
+    text = PIPELINE.read_text() if text is None else text
     for name, value in values.items():
         text = text.replace(f"(({name}))", value)
     assert "((" not in text
@@ -63,7 +64,7 @@ def test_every_source_and_param_in_the_sample_pipeline_is_accepted(tmp_path):
             elif "get" in step and step["get"] in sources:
                 parse_get_params(step.get("params"), sources[step["get"]])
                 seen["get"] += 1
-            elif "task" in step and "params" in step["config"]:
+            elif "task" in step and step["config"]["run"]["path"] == "build":
                 params = {k: str(v) for k, v in step["config"]["params"].items()}
                 parse_env(params, tmp_path)
                 seen["task"] += 1
@@ -72,9 +73,10 @@ def test_every_source_and_param_in_the_sample_pipeline_is_accepted(tmp_path):
 
 @pytest.mark.registry
 def test_per_architecture_builds_merged_by_index_create(
-    registry_plain, tmp_path, tmp_store, skopeo
+    registry_basic, tmp_path, tmp_store, tmp_docker_config, skopeo
 ):
-    """The build-native job: one task per platform, two puts, one index."""
+    """The build-native job: one task per platform, two puts, and the pipeline's own
+    merge task (log in, index create) against an authenticated registry."""
     (tmp_path / "app-src").mkdir()
     (tmp_path / "app-src" / "Dockerfile").write_text(
         "FROM scratch\nARG TARGETARCH\nCOPY app /app-${TARGETARCH}\n"
@@ -85,7 +87,9 @@ def test_per_architecture_builds_merged_by_index_create(
         "PYTHONPATH": str(ROOT / "src"),
         "PLATFORGE_STORE": str(tmp_store),
     }
-    repo = f"{registry_plain.host}/concourse/native-{uuid.uuid4().hex[:8]}"
+    host = registry_basic.host
+    repo = f"{host}/concourse/native-{uuid.uuid4().hex[:8]}"
+    creds = {"username": registry_basic.username, "password": registry_basic.password}
     digests = {}
     for arch in ("amd64", "arm64"):
         work = tmp_path / arch
@@ -107,25 +111,32 @@ def test_per_architecture_builds_merged_by_index_create(
         )
         assert built.returncode == 0, built.stderr
         request = {
-            "source": {"repository": repo, "tag": arch},
+            "source": {"repository": repo, "tag": arch, **creds},
             "params": {"image": "image/image"},
         }
         digests[arch] = answer(resource("out", request, str(work)))["version"]["digest"]
 
+    pipeline = PIPELINE.read_text().replace("((registry))/app", repo)
+    merge = next(
+        step
+        for job in load_pipeline({**VARS, "registry": host}, pipeline)["jobs"]
+        for step in steps(job["plan"])
+        if step.get("task") == "merge"
+    )["config"]
+    task_env = {k: str(v) for k, v in merge["params"].items()}
+    assert task_env == {"REGISTRY_USERNAME": "ci", "REGISTRY_PASSWORD": "secret"}
+    task_env = {
+        "REGISTRY_USERNAME": registry_basic.username,
+        "REGISTRY_PASSWORD": registry_basic.password,
+    }
     merged = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "platforge",
-            "index",
-            "create",
-            f"{repo}:latest",
-            "--from",
-            f"{repo}:amd64",
-            "--from",
-            f"{repo}:arm64",
-        ],
-        env=env,
+        [merge["run"]["path"], *merge["run"]["args"]],
+        env={
+            **env,
+            **task_env,
+            "DOCKER_CONFIG": str(tmp_docker_config),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        },
         capture_output=True,
         text=True,
         timeout=120,
@@ -133,10 +144,15 @@ def test_per_architecture_builds_merged_by_index_create(
     )
     assert merged.returncode == 0, merged.stderr
     versions = answer(
-        resource("check", {"source": {"repository": repo, "tag": "latest"}})
+        resource("check", {"source": {"repository": repo, "tag": "latest", **creds}})
     )
     raw = skopeo(
-        "inspect", "--raw", "--tls-verify=false", f"docker://{repo}:latest"
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        f"{registry_basic.username}:{registry_basic.password}",
+        f"docker://{repo}:latest",
     ).stdout
     assert versions == [{"tag": "latest", "digest": sha(raw.encode())}]
     index = json.loads(raw)
@@ -144,7 +160,7 @@ def test_per_architecture_builds_merged_by_index_create(
 
     dest = tmp_path / "get"
     request = {
-        "source": {"repository": repo},
+        "source": {"repository": repo, **creds},
         "version": versions[0],
         "params": {"platform": {"architecture": "arm64"}},
     }
