@@ -104,4 +104,6 @@ def test_an_unreadable_image_config_fails_in_one_line(
     assert result.returncode == 1
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert errors[0].startswith("platforge: error: ")
