@@ -231,6 +231,17 @@ def test_the_dockerfile_can_come_from_standard_input(context, tmp_path):
     )
     assert ran.returncode == 0, ran.stderr
     assert (out / "index.json").exists()
+    broken = subprocess.run(
+        [sys.executable, "-m", "platforge", "build", str(context), "-f", "-"],
+        input="FROMM scratch\n",
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert broken.returncode == 1
+    assert "<stdin>:1: unknown instruction" in broken.stderr
 
 
 @pytest.mark.parametrize(

@@ -514,8 +514,13 @@ class BuildSession:
 
     def run(self) -> BuildResult:
         path = self.dockerfile_path()
-        text = parser.read_dockerfile(path)
-        dockerfile = parser.parse(text, filename=str(path))
+        name = self.request.dockerfile_name
+        if name is None:
+            name = str(path)
+            text = parser.read_dockerfile(path)
+        else:
+            text = parser.decode(path.read_bytes(), filename=name)
+        dockerfile = parser.parse(text, filename=name)
         for out in self.request.outputs:
             if out.dest is not None:
                 output.check_digest_file(out.dest)

@@ -95,6 +95,9 @@ class BuildRequest:
     # A PEM file of CA certificates trusted for every registry's TLS (besides
     # PLATFORGE_CA_FILE and certs.d, which every client reads).
     ca_file: Path | None = None
+    # How messages name the Dockerfile when its path means nothing to the user
+    # (``<stdin>`` for ``build -f -``); default: its path.
+    dockerfile_name: str | None = None
 
 
 @dataclass

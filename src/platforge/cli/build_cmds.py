@@ -301,7 +301,8 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
                 "no --output or --push: writing an OCI layout to ./image", err=True
             )
     with tempfile.TemporaryDirectory(prefix="platforge-build-") as scratch:
-        if dockerfile == Path("-"):
+        from_stdin = dockerfile == Path("-")
+        if from_stdin:
             dockerfile = Path(scratch) / "Dockerfile"
             dockerfile.write_bytes(sys.stdin.buffer.read())
         request = BuildRequest(
@@ -321,6 +322,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
             compression="zstd" if compression == "zstd" else "gzip",
             insecure_registries=list(insecure),
             ca_file=ca_file,
+            dockerfile_name="<stdin>" if from_stdin else None,
             progress=None if quiet else _progress_printer(progress),
         )
         with _terminate_as_interrupt():
