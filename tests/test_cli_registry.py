@@ -22,7 +22,7 @@ pytestmark = pytest.mark.registry
 COMMANDS = ["push", "pull", "copy", "inspect", "login", "logout"]
 
 
-def platforge(*args, stdin=None, env=None):
+def platforge(*args, stdin=None, env=None, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "platforge", *map(str, args)],
         input=stdin,
@@ -31,6 +31,7 @@ def platforge(*args, stdin=None, env=None):
         timeout=180,
         check=False,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
 
 
@@ -375,3 +376,65 @@ def test_inspect_name_picks_one_image_of_a_layout_holding_several(tmp_path):
     refused = platforge("inspect", layout.path)
     assert refused.returncode == 1
     assert "holds 2 images (names: one, two)" in refused.stderr
+
+
+def test_login_without_a_terminal_asks_for_password_stdin(registry_basic):
+    for args in (["-u", registry_basic.username], []):
+        done = platforge("login", registry_basic.host, *args, stdin="")
+        assert done.returncode == 2, done.stderr
+        assert "standard input is not a terminal" in done.stderr
+        assert "--password-stdin" in done.stderr
+        assert "Warning" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+@pytest.mark.usefixtures("docker_config")
+def test_a_refused_login_says_to_check_the_password_not_to_log_in(kind, request):
+    registry = request.getfixturevalue(f"registry_{kind}")
+    done = platforge(
+        "login",
+        registry.host,
+        "-u",
+        registry.username,
+        "--password-stdin",
+        stdin="no\n",
+    )
+    assert done.returncode == 1
+    assert "check the user name and password" in done.stderr
+    assert "platforge login" not in done.stderr
+
+
+def test_copy_to_a_digest_that_is_not_the_images_is_refused(registry_plain, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img")
+    source = registry_plain.ref(_repo(), "v1")
+    ok("push", layout.path, source)
+    target = registry_plain.ref(_repo(), "v1").rsplit(":", 1)[0]
+    wrong = f"{target}@sha256:{'0' * 64}"
+    done = platforge("copy", source, wrong)
+    assert done.returncode == 1
+    assert f"not sha256:{'0' * 64}" in done.stderr
+    assert platforge("inspect", f"{target}@{descriptor.digest}").returncode == 1
+    right = f"{target}@{descriptor.digest}"
+    assert ok("copy", source, right).stdout.strip() == str(descriptor.digest)
+
+
+def test_pull_into_the_empty_current_directory_fills_it(registry_plain, tmp_path):
+    layout, descriptor = small_layout(tmp_path / "img")
+    ref = registry_plain.ref(_repo(), "v1")
+    ok("push", layout.path, ref)
+    here = tmp_path / "here"
+    here.mkdir()
+    inode = here.stat().st_ino
+    assert ok("pull", ref, ".", cwd=here).stdout.strip() == str(descriptor.digest)
+    assert (here / "index.json").is_file()
+    assert here.stat().st_ino == inode
+    assert not [p for p in here.iterdir() if p.name.startswith(".partial")]
+
+
+def test_push_name_that_the_layout_lacks_is_refused(registry_plain, tmp_path):
+    layout, _ = small_layout(tmp_path / "img", name="only")
+    done = platforge(
+        "push", layout.path, registry_plain.ref(_repo(), "v1"), "--name", "x"
+    )
+    assert done.returncode == 1
+    assert "has no image named 'x' (names: only)" in done.stderr

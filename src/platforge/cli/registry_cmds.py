@@ -109,11 +109,21 @@ def _registries(
     )
 
 
+def _prompt(label: str, *, hide: bool = False) -> str:
+    """Ask on the terminal; without one there is nobody to ask (as docker says)."""
+    if not sys.stdin.isatty():
+        raise click.UsageError(
+            f"cannot ask for the {label.lower()}: standard input is not a terminal; "
+            "pass --username and --password-stdin"
+        )
+    return str(click.prompt(label, hide_input=hide, err=True))
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = click.prompt("Password", hide_input=True, err=True)
+        password = _prompt("Password", hide=True)
     if not password:
         raise click.UsageError("an empty password was given")
     return password
@@ -418,7 +428,7 @@ def login(
     """
     host = _registry_name(registry)
     if username is None:
-        username = click.prompt("Username", err=True)
+        username = _prompt("Username")
     password = _read_password(password_stdin)
     credentials = Credentials(username=username, password=password)
     with RegistryClient(

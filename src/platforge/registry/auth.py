@@ -558,10 +558,15 @@ class Authenticator:
 
         if response.status_code in {401, 403}:
             who = "anonymous access" if creds is None else "the credentials"
+            # No scopes means `platforge login` itself asks: do not advise it.
+            fix = (
+                f"run `platforge login {self.registry}` or pass other credentials"
+                if scopes
+                else "check the user name and password"
+            )
             raise AuthError(
                 f"token server of registry {self.registry} refused {who} for "
-                f"{' '.join(scopes) or 'login'} (HTTP {response.status_code}); run "
-                f"`platforge login {self.registry}` or pass other credentials",
+                f"{' '.join(scopes) or 'login'} (HTTP {response.status_code}); {fix}",
                 status=response.status_code,
             )
         if response.status_code != 200:

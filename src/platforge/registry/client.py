@@ -398,13 +398,8 @@ class RegistryClient:
         detail = f" ({detail})" if detail else ""
         prefix = f"registry {self.registry} answered {status} for {where}{detail}"
         if status == 401:
-            creds = self.auth.credentials
-            why = "no credentials found" if creds is None else "credentials refused"
-            return AuthError(
-                f"{prefix}: {why}; run `platforge login {self.registry}` or pass "
-                "credentials",
-                status=status,
-            )
+            why = self._why_401(response, operation)
+            return AuthError(f"{prefix}: {why}", status=status)
         if status == 403:
             return AuthError(
                 f"{prefix}: access denied; check that the account may access "
@@ -417,6 +412,20 @@ class RegistryClient:
                 status=status,
             )
         return RegistryError(f"{prefix}; check the registry's logs", status=status)
+
+    def _why_401(self, response: httpx.Response, operation: str) -> str:
+        """What a 401 means and what to do, for the operation that got it."""
+        challenge = response.headers.get("www-authenticate", "")
+        if "insufficient_scope" in challenge:
+            # The credentials were accepted; the token lacks the right (push, say).
+            return "access denied; check that the account may do this"
+        if operation == "login":
+            # Advising `platforge login` to someone running it helps nobody.
+            return "credentials refused; check the user name and password"
+        why = "credentials refused"
+        if self.auth.credentials is None:
+            why = "no credentials found"
+        return f"{why}; run `platforge login {self.registry}` or pass credentials"
 
     # --- blobs -----------------------------------------------------------------------
 

@@ -455,13 +455,11 @@ def layout_root(layout: Layout, name: str | None = None) -> tuple[Descriptor, by
     if not entries:
         raise LayoutError(f"layout {layout.path} holds no image (index.json is empty)")
     if name is not None:
-        named = [e for e in entries if e.annotations.get(ANNOTATION_REF_NAME) == name]
-        if named:
-            entries = named
-        elif len(entries) > 1:
+        entries = [e for e in entries if e.annotations.get(ANNOTATION_REF_NAME) == name]
+        if not entries:
             raise LayoutError(
                 f"layout {layout.path} has no image named {name!r} (names: "
-                f"{_names(entries)}); pass one of those"
+                f"{_names(index.manifests)}); pass one of those"
             )
     if len(entries) == 1:
         entry = entries[0]
@@ -610,7 +608,8 @@ def copy_image(
 ) -> CopyResult:
     """Copy an image between repositories; ``platform`` picks one of an index.
 
-    ``require_platform`` as for :func:`fetch_manifest`.
+    ``require_platform`` as for :func:`fetch_manifest`. A ``target`` pinned by
+    digest must name the digest of what is copied.
     """
     root, raw = fetch_manifest(
         source,
@@ -618,6 +617,11 @@ def copy_image(
         platform=platform,
         require_platform=require_platform,
     )
+    if target.digest is not None and target.digest != str(root.digest):
+        raise LayoutError(
+            f"{source} is image {root.digest}, not {target.digest} named by "
+            f"{target}; copy to a tag, or name that digest"
+        )
     return _push_image(
         _RegistrySource(registries.client(source.registry), source.repository),
         root,
@@ -642,16 +646,21 @@ def _staged(dest: Path) -> Iterator[Path]:
         )
     staging: Path | None = None
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent)
-        )
+        # An existing empty directory (the current one, say) is kept and filled:
+        # the staging directory goes inside it; a new one is staged beside.
+        keep = dest.is_dir()
+        where = dest if keep else dest.parent
+        where.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=where))
         # mkdtemp makes it private; the result is for whoever reads dest's parent.
         staging.chmod(0o755)
         yield staging
-        if dest.exists():
-            dest.rmdir()
-        staging.replace(dest)
+        if keep:
+            for child in staging.iterdir():
+                child.replace(dest / child.name)
+            staging.rmdir()
+        else:
+            staging.replace(dest)
     except OSError as exc:
         fix = "choose another destination"
         if exc.errno == errno.ENOSPC:
