@@ -571,7 +571,7 @@ class RegistryClient:
         """``PUT`` the whole blob; return True when the registry wants chunks."""
         repository, scopes, digest, size, opener, progress = upload
         url = self._absolute(session.location).copy_merge_params({"digest": digest})
-        with opener() as source, self._cancel_on_mismatch(url, scopes):
+        with opener() as source, self._cancelled_on_mismatch(lambda: url, scopes):
             response = self._send(
                 "PUT",
                 url,
@@ -600,7 +600,8 @@ class RegistryClient:
         url = self._absolute(session.location)
         hasher = Hasher(Digest.parse(digest).algorithm)
         offset = 0
-        with opener() as source, self._cancel_on_mismatch(url, scopes):
+        # Cancel with the newest location: its upload state matches the bytes sent.
+        with opener() as source, self._cancelled_on_mismatch(lambda: url, scopes):
             while offset < size:
                 length = min(chunk, size - offset)
                 _seek(source, offset)
@@ -645,16 +646,17 @@ class RegistryClient:
             raise self._error(response, f"finish upload of {digest} to", repository)
 
     @contextlib.contextmanager
-    def _cancel_on_mismatch(
-        self, url: httpx.URL, scopes: tuple[str, ...]
+    def _cancelled_on_mismatch(
+        self, location: Callable[[], httpx.URL], scopes: tuple[str, ...]
     ) -> Iterator[None]:
-        """Cancel the upload session at ``url`` when the bytes proved corrupt."""
+        """Cancel the upload session at ``location()`` if the bytes prove corrupt."""
         try:
             yield
         except DigestMismatchError:
             # Best effort: an abandoned session expires on the registry anyway.
+            url = location().copy_remove_param("digest")
             with contextlib.suppress(RegistryError, httpx.HTTPError):
-                self._send("DELETE", url.copy_remove_param("digest"), scopes).close()
+                self._send("DELETE", url, scopes).close()
             raise
 
     def delete_blob(self, repository: str, digest: str) -> None:
