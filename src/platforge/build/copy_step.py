@@ -69,6 +69,8 @@ class UrlFetcher:
     _files: dict[str, tuple[Path, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    # (url, checksum) pairs already checked: every platform asks, one hashes.
+    _verified: set[tuple[str, str]] = field(default_factory=set)
 
     def fetch(self, url: str, checksum: str | None) -> tuple[Path, int]:
         """The downloaded file and its Last-Modified time (0 when not given)."""
@@ -77,23 +79,26 @@ class UrlFetcher:
         with lock:
             if url not in self._files:
                 self._files[url] = self._download(url)
-        path, mtime = self._files[url]
-        if checksum:
-            algorithm, _, expected = checksum.partition(":")
-            if algorithm != "sha256" or len(expected) != 64:
-                raise BuildError(
-                    f"ADD --checksum={checksum}: use sha256:<64 hex digits>"
-                )
-            actual = hashlib.sha256()
-            with path.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    actual.update(chunk)
-            if actual.hexdigest() != expected:
-                raise BuildError(
-                    f"ADD {url}: content has sha256:{actual.hexdigest()}, not "
-                    f"{checksum}; fix the checksum or the URL"
-                )
+            path, mtime = self._files[url]
+            if checksum and (url, checksum) not in self._verified:
+                self._verify(url, path, checksum)
+                self._verified.add((url, checksum))
         return path, mtime
+
+    @staticmethod
+    def _verify(url: str, path: Path, checksum: str) -> None:
+        algorithm, _, expected = checksum.partition(":")
+        if algorithm != "sha256" or len(expected) != 64:
+            raise BuildError(f"ADD --checksum={checksum}: use sha256:<64 hex digits>")
+        actual = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                actual.update(chunk)
+        if actual.hexdigest() != expected:
+            raise BuildError(
+                f"ADD {url}: content has sha256:{actual.hexdigest()}, not "
+                f"{checksum}; fix the checksum or the URL"
+            )
 
     def _download(self, url: str) -> tuple[Path, int]:
         self.directory.mkdir(parents=True, exist_ok=True)
