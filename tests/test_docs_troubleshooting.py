@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from testbed import Fault
 
 if TYPE_CHECKING:
-    from testbed import Registry
+    from collections.abc import Callable
+
+    from testbed import FaultProxy, Registry
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = (REPO / "docs" / "troubleshooting.md").read_text()
@@ -251,6 +254,53 @@ def test_an_unknown_tag_is_manifest_unknown(
         "(MANIFEST_UNKNOWN: manifest unknown): not found; check the repository, "
         "tag or digest",
     )
+
+
+def test_a_denied_repository_says_so(
+    registry_plain: Registry,
+    fault_proxy: Callable[..., FaultProxy],
+    env: dict[str, str],
+) -> None:
+    body = b'{"errors": [{"code": "DENIED", "message": "requested access to the resource is denied"}]}'  # noqa: E501
+    denied = Fault(
+        path="/manifests/",
+        status=403,
+        times=10,
+        headers={"Content-Type": "application/json"},
+        body=body,
+    )
+    proxy = fault_proxy(registry_plain, denied)
+    done = platforge("inspect", f"{proxy.host}/base:1", env=env)
+    assert_documented(
+        done,
+        " (DENIED: requested access to the resource is denied): access denied; "
+        "check that the account may access base",
+    )
+
+
+def test_a_rate_limit_is_reported_after_the_retries(
+    registry_plain: Registry,
+    fault_proxy: Callable[..., FaultProxy],
+    env: dict[str, str],
+) -> None:
+    body = (
+        b'{"errors": [{"code": "TOOMANYREQUESTS", "message": "rate limit exceeded"}]}'
+    )
+    limited = Fault(
+        path="/manifests/",
+        status=429,
+        times=10,
+        headers={"Content-Type": "application/json", "Retry-After": "0"},
+        body=body,
+    )
+    proxy = fault_proxy(registry_plain, limited)
+    done = platforge("inspect", f"{proxy.host}/base:1", env=env)
+    assert_documented(
+        done,
+        "/base failed after 5 tries: registry ",
+        " answered HTTP 429 (TOOMANYREQUESTS: rate limit exceeded)",
+    )
+    assert len([s for s in proxy.requests if s.status == 429]) == 5
 
 
 # --- Dockerfiles ------------------------------------------------------------------
