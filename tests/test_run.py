@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -409,7 +410,8 @@ def test_sigterm_stops_the_container_and_cleans_up(amd64_tree, tmp_path, run_env
     build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
     run_dir = tmp_path / "run-dir"  # where the sandbox keeps its per-run files
     run_dir.mkdir()
-    marker = "4417"  # an argument of sleep that nothing else on the host uses
+    # A sleep argument of this test run alone: other test runs may share the host.
+    marker = str(100000 + secrets.randbelow(900000))
     command = ["sh", "-c", f"echo started; exec sleep {marker}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "platforge", "run", str(tmp_path / "image"), *command],

@@ -6,17 +6,21 @@ host cannot offer is skipped with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import stat
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from nobody_support import stage_platforge
 from platforge import platforms
 from platforge.build import sandbox
 from platforge.build.sandbox import Mount, RunSpec
@@ -417,7 +421,7 @@ def test_copy_modes_work_without_root(busybox, mode):
     try:
         base.chmod(0o777)
         make_root(base / "lower", busybox["amd64"])
-        src = Path(__file__).resolve().parents[1] / "src"
+        src = stage_platforge(base / "site")
         done = subprocess.run(
             [
                 "setpriv",
@@ -554,3 +558,41 @@ def test_a_used_upper_directory_is_refused(amd64_root, tmp_path):
     (upper / "left-over").write_text("x")
     with pytest.raises(SandboxError, match="not empty"):
         sandbox.run(RunSpec([amd64_root], upper, ["true"]))
+
+
+def _running(argument: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if argument in (entry / "cmdline").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
+def test_stop_all_ends_runs_in_other_threads_and_cleans_up(amd64_root, tmp_path, mode):
+    # A sleep argument of this test run alone: other test runs may share the host.
+    marker = str(100000 + secrets.randbelow(900000))
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(run(amd64_root, tmp_path, "sleep", marker))
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _running(marker.encode()):
+            assert time.monotonic() < deadline, "the sandbox never ran sleep"
+            time.sleep(0.05)
+        assert sandbox.stop_all() == 1
+        worker.join(timeout=30)
+    finally:
+        deadline = time.monotonic() + 30
+        while worker.is_alive() and time.monotonic() < deadline:
+            sandbox.stop_all()  # whatever failed above, never leave the sleep running
+            worker.join(timeout=0.2)
+    assert not worker.is_alive()
+    result, _, upper = results[0]
+    assert result.exit_code == 137
+    assert _running(marker.encode()) == []
+    assert entries(upper) == set()
+    assert str(tmp_path) not in Path("/proc/self/mounts").read_text()

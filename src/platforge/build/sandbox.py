@@ -53,10 +53,12 @@ import logging
 import os
 import posixpath
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -81,6 +83,7 @@ __all__ = [
     "capabilities",
     "resolve_in_root",
     "run",
+    "stop_all",
     "write_tree_diff",
 ]
 
@@ -681,6 +684,50 @@ class _Tail:
         return b"".join(self.chunks)[-_TAIL:]
 
 
+# The commands running in sandboxes now, with how to stop each one's container.
+# ^C and SIGTERM reach the main thread only; a caller running steps in worker
+# threads stops those through stop_all().
+_running: dict[int, tuple[subprocess.Popen[bytes], Callable[[], None] | None]] = {}
+_running_lock = threading.Lock()
+
+
+def stop_all() -> int:
+    """Kill every command a :func:`run` of this process is running; say how many.
+
+    Each run so stopped cleans up as usual (container deleted, mounts removed)
+    and returns exit status 137. Call it when a build is interrupted while other
+    threads are inside :func:`run`, before waiting for those threads.
+    """
+    with _running_lock:
+        running = list(_running.values())
+    for proc, stop in running:
+        if stop is not None:
+            # The runtime deletes the container first; killing the runtime
+            # process alone would leave the container's processes running.
+            stop()
+        _kill_tree(proc.pid)
+    if running:
+        log.debug("stopped %d running sandbox command(s)", len(running))
+    return len(running)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it, the lowest first.
+
+    Killing only the process platforge started is not enough: proot leaves its
+    traced processes running when it dies, and so may an OCI runtime its
+    container's.
+    """
+    children: list[str] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += (task / "children").read_text().split()
+    for child in children:
+        _kill_tree(int(child))
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def _spawn(
     argv: Sequence[str],
     spec: RunSpec,
@@ -702,6 +749,8 @@ def _spawn(
         stderr=subprocess.STDOUT if pipe else None,
         env=env,
     )
+    with _running_lock:
+        _running[id(proc)] = (proc, stop)
     try:
         if proc.stdout is not None:
             fd = proc.stdout.fileno()
@@ -709,12 +758,14 @@ def _spawn(
                 tail.feed(chunk)
         code = proc.wait()
     except BaseException:
-        proc.kill()
-        proc.wait()
         if stop is not None:
             stop()
+        _kill_tree(proc.pid)
+        proc.wait()
         raise
     finally:
+        with _running_lock:
+            _running.pop(id(proc), None)
         if proc.stdout is not None:
             proc.stdout.close()
     return _status(code), tail.value() if pipe else b""
