@@ -358,3 +358,44 @@ def test_sigterm_stops_a_running_step_and_cleans_up(tmp_path, tmp_store, base):
                 proc.kill()
                 proc.wait()
     assert _processes_running(b"sleep\x0029") == []
+
+
+@pytest.mark.qemu
+@pytest.mark.privileged
+@pytest.mark.usefixtures("require_qemu")
+def test_an_interrupt_stops_every_platforms_running_step(tmp_path, tmp_store, base):
+    ctx = tmp_path / "int"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN sleep 28\n")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "platforge", "build", str(ctx), "--quiet"),
+            *("--platform", "linux/amd64,linux/arm64"),
+            *("-o", f"type=oci,dest={tmp_path / 'out'}"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            len(_processes_running(b"sleep\x0028")) < 2 and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert len(_processes_running(b"sleep\x0028")) >= 2
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        status = proc.wait(timeout=20)
+        assert status == 130, proc.stderr.read()
+        assert time.monotonic() - started < 15
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert "Traceback" not in proc.stderr.read()
+    assert _processes_running(b"sleep\x0028") == []
+    assert str(tmp_store) not in Path("/proc/mounts").read_text()

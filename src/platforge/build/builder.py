@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -106,6 +107,7 @@ class BuildSession:
         self._lock = threading.Lock()
         self._stages: dict[str, Future[ImageState]] = {}
         self._context_tree: SourceTree | None = None
+        self._cancelled = threading.Event()
         self.steps_run = 0
         self.steps_cached = 0
 
@@ -330,6 +332,8 @@ class BuildSession:
     def step(
         self, plan: Plan, stage: Stage, state: ImageState, step: Step, number: int
     ) -> ImageState:
+        if self._cancelled.is_set():
+            raise BuildError("the build was cancelled; no further step runs")
         keyword = step.keyword
         if keyword in METADATA_KEYWORDS:
             # Cached like every step, so that an unchanged rebuild keeps the
@@ -564,7 +568,26 @@ class BuildSession:
             futures = [
                 (p, pool.submit(self.stage, plan, plan.target)) for p, plan in ordered
             ]
-            return [(p, f.result()) for p, f in futures]
+            try:
+                return [(p, f.result()) for p, f in futures]
+            except BaseException:
+                # ^C, SIGTERM or one platform's failure: the other platforms
+                # stop too, instead of running their steps to the end.
+                self._cancel([f for _, f in futures])
+                raise
+
+    def _cancel(self, futures: list[Future[ImageState]]) -> None:
+        self._cancelled.set()
+        for future in futures:
+            future.cancel()
+        # Only a build that ran a RUN has imported the sandbox (it is heavy);
+        # its running commands are killed, and their containers and mounts
+        # cleaned up by the threads that started them.
+        if "platforge.build.sandbox" in sys.modules:
+            from platforge.build import sandbox  # noqa: PLC0415 - see above
+
+            stopped = sandbox.stop_all()
+            log.debug("cancelled the build: %d RUN command(s) stopped", stopped)
 
     def _outputs(self, assembled: output.Assembled) -> BuildResult:
         request = self.request
