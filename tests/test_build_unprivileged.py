@@ -10,12 +10,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from nobody_support import python_for_nobody, stage_platforge
 from platforge.oci.compression import open_reader
 from platforge.oci.layer import iter_entries
 from test_build_support import push_busybox_base
@@ -72,6 +72,7 @@ def test_no_run_dockerfile_builds_as_nobody_without_capabilities(
 
     env = {
         "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(stage_platforge(work / "site")),
         "HOME": str(work),
         "PLATFORGE_STORE": str(work / "store"),
         "PLATFORGE_ROOTFS": str(work / "rootfs-must-not-appear"),
@@ -79,7 +80,7 @@ def test_no_run_dockerfile_builds_as_nobody_without_capabilities(
     ran = subprocess.run(
         [
             *SETPRIV,
-            sys.executable,
+            python_for_nobody(),
             "-m",
             "platforge",
             "build",
