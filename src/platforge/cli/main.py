@@ -82,6 +82,9 @@ def cli(debug: bool) -> None:
             logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
         )
         logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+        # httpcore narrates every socket event; httpx's one line per request and
+        # platforge's own records say what matters.
+        logging.getLogger("httpcore").setLevel(logging.INFO)
     else:
         # The library logs INFO for events a user wants to see (a retry, a
         # fallback); show them as plain lines, without logger names or times,
