@@ -9,6 +9,7 @@ exit with 2.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from importlib import import_module
 
@@ -94,11 +95,28 @@ def cli(debug: bool) -> None:
         logging.getLogger("platforge").setLevel(logging.INFO)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds as ^C does."""
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    # Python would otherwise die of SIGTERM (a CI abort, ``timeout``) at once,
+    # leaving a RUN's container running and its mounts and secret files behind;
+    # as an exception it unwinds through the sandbox's clean-up.
+    del signum, frame
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning our errors into one line and status 1."""
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         status = cli.main(args=argv, prog_name="platforge", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns ^C (and our SIGTERM) into Abort, keeping the cause.
+        if isinstance(exc.__cause__, _Terminated):
+            click.echo("platforge: terminated", err=True)
+            sys.exit(143)
         click.echo("platforge: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
@@ -107,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     except PlatforgeError as exc:
         click.echo(f"platforge: error: {exc}", err=True)
         sys.exit(1)
+    except _Terminated:
+        click.echo("platforge: terminated", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("platforge: interrupted", err=True)
         sys.exit(130)
