@@ -6,6 +6,10 @@ Both come from :mod:`platforge.build.rootfs`, which unpacks each layer once
 lower directories of its overlay; ``COPY --from`` needs one plain tree to pick
 files from, which :func:`flat_tree` merges once per layer chain and keeps in the
 same cache.
+
+Several builds may share the cache at once (CI runs many against one store): the
+tree is merged in a private directory and renamed into place, and when another
+process renamed its tree first, that one is used and ours is dropped.
 """
 
 from __future__ import annotations
@@ -59,5 +63,11 @@ def flat_tree(store: Store, layers: list[LayerRef]) -> Path:
     lowers = lowerdirs(store, layers)
     with _lock:
         if not target.is_dir():
-            rootfs.flatten(lowers, target)
+            try:
+                rootfs.flatten(lowers, target)
+            except OSError:
+                # Another process published the same tree first (flatten drops
+                # its own copy on failure); identical content, so use theirs.
+                if not target.is_dir():
+                    raise
     return target
