@@ -298,9 +298,12 @@ def test_a_rate_limit_is_reported_after_the_retries(
     assert_documented(
         done,
         "/base failed after 5 tries: registry ",
-        " answered HTTP 429 (TOOMANYREQUESTS: rate limit exceeded)",
+        " answered HTTP 429 (TOOMANYREQUESTS: rate limit exceeded); the registry's "
+        "rate limit did not reset within 5 tries (",
+        " s): wait and retry, or log in for a higher limit",
     )
     assert len([s for s in proxy.requests if s.status == 429]) == 5
+    assert "/base: HTTP 429, retrying in " in done.stderr
 
 
 # --- Dockerfiles ------------------------------------------------------------------

@@ -62,3 +62,37 @@ def test_after_the_last_try_the_error_names_the_operation_and_tries():
     attempt = _failing(*[httpx.ReadTimeout("slow")] * 3)
     with pytest.raises(TransportError, match="ReadTimeout"):
         retry_call(attempt, POLICY, "pull manifest v1", sleep=lambda _: None)
+
+
+def test_each_wait_is_logged_at_info_so_the_cli_shows_it(caplog):
+    attempt = _failing(RetryableStatusError("busy", status=503, retry_after=None))
+    with caplog.at_level(logging.INFO, logger="platforge.registry.retry"):
+        retry_call(attempt, POLICY, "push blob x to r/a", sleep=lambda _: None)
+    [record] = [r for r in caplog.records if r.name == "platforge.registry.retry"]
+    assert record.levelno == logging.INFO
+    assert (record.operation, record.reason) == ("push blob x to r/a", "HTTP 503")
+    assert "push blob x to r/a: HTTP 503, retrying in " in record.getMessage()
+
+
+def test_a_rate_limit_outlasting_the_tries_says_to_wait_or_log_in():
+    limited = RetryableStatusError("limited", status=429, retry_after=1.0)
+    attempt = _failing(*[limited] * 3)
+    with pytest.raises(RegistryError) as caught:
+        retry_call(attempt, POLICY, "pull manifest v1", sleep=lambda _: None)
+    assert str(caught.value) == (
+        "pull manifest v1 failed after 3 tries: limited; the registry's rate limit "
+        "did not reset within 3 tries (2 s): wait and retry, or log in for a "
+        "higher limit"
+    )
+    assert caught.value.status == 429
+
+
+def test_a_failing_registry_after_the_tries_says_to_check_it_or_retry_later():
+    attempt = _failing(
+        *[RetryableStatusError("down", status=502, retry_after=None)] * 3
+    )
+    with pytest.raises(RegistryError) as caught:
+        retry_call(attempt, POLICY, "pull manifest v1", sleep=lambda _: None)
+    assert str(caught.value).endswith(
+        ": down; the registry is failing: check its logs or retry later"
+    )

@@ -10,14 +10,19 @@ the other 4xx, which mean the request itself is wrong and would fail again.
 The caller passes a function that performs one whole attempt, so a request body that
 streams from a file is reopened from the start on every attempt.
 
-Each wait is logged at DEBUG on ``platforge.registry.retry`` with structured fields
-that callers may rely on (the Concourse resource turns them into its stderr lines;
-the message wording is free to change, these are not):
+Each wait is logged at INFO on ``platforge.registry.retry`` (a user waiting up to
+half a minute should see why; the CLI prints INFO as plain lines) with structured
+fields that callers may rely on (the Concourse resource turns them into its stderr
+lines; the message wording is free to change, these are not):
 
 - ``operation`` (str): what was attempted, as in the final error
   ("push blob sha256:… to 127.0.0.1:5000/app");
 - ``reason`` (str): why it is retried, ``HTTP 503`` or an httpx error class name;
 - ``delay`` (float): the seconds waited before the next attempt.
+
+After the last try the error says what to do about the last failure: for 429, wait
+or log in (registries give authenticated users higher limits); for 5xx, the
+registry itself is failing.
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ from platforge.errors import RegistryError, TransportError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "RetryableStatusError", "retry_call"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "RetryPolicy",
+    "RetryableStatusError",
+    "retry_call",
+]
 
 log = logging.getLogger("platforge.registry.retry")
 
@@ -121,8 +131,8 @@ def retry_call(
         final = number + 1 >= policy.attempts or waited + delay > policy.max_total
         if final:
             break
-        log.debug(
-            "%s: %s, retrying in %.2f s",
+        log.info(
+            "%s: %s, retrying in %.1f s",
             describe,
             reason,
             delay,
@@ -133,13 +143,27 @@ def retry_call(
 
     tries = number + 1
     if isinstance(last, RetryableStatusError):
+        advice = _status_advice(last.status, tries, waited)
         raise RegistryError(
-            f"{describe} failed after {tries} tries: {last}", status=last.status
+            f"{describe} failed after {tries} tries: {last}; {advice}",
+            status=last.status,
         ) from last
     raise TransportError(
         f"{describe} failed after {tries} tries: {_describe_transport(last)}; "
         "check that the registry is running and reachable"
     ) from last
+
+
+def _status_advice(status: int, tries: int, waited: float) -> str:
+    """What to do once a retryable status outlasted every try."""
+    if status == 429:
+        return (
+            f"the registry's rate limit did not reset within {tries} tries "
+            f"({waited:.0f} s): wait and retry, or log in for a higher limit"
+        )
+    if status == 408:
+        return "the registry timed the request out each time: retry later"
+    return "the registry is failing: check its logs or retry later"
 
 
 def _describe_transport(exc: Exception) -> str:
