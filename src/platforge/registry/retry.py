@@ -154,7 +154,7 @@ def retry_call(
     ) from last
 
 
-def _status_advice(status: int, tries: int, waited: float) -> str:
+def _status_advice(status: int | None, tries: int, waited: float) -> str:
     """What to do once a retryable status outlasted every try."""
     if status == 429:
         return (
