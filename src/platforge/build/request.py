@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from platforge.oci.content import Descriptor
     from platforge.oci.digest import Digest
     from platforge.platforms import Platform
+    from platforge.registry.progress import BlobEvent
 
 __all__ = [
     "BuildEvent",
@@ -92,6 +93,8 @@ class BuildRequest:
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
     progress: Callable[[BuildEvent], None] | None = None
+    # Transfer of each blob while pushing (start, bytes, done), for upload bars.
+    blob_progress: Callable[[BlobEvent], None] | None = None
     # A PEM file of CA certificates trusted for every registry's TLS (besides
     # PLATFORGE_CA_FILE and certs.d, which every client reads).
     ca_file: Path | None = None
