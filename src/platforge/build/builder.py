@@ -140,10 +140,44 @@ class BuildSession:
         with self._lock:
             if self._context_tree is None:
                 ignore = dockerignore.load(self.request.context, self.dockerfile_path())
+                leftovers = self._earlier_default_outputs()
+                shown = [
+                    rel
+                    for rel in sorted(leftovers)
+                    if ignore is None or not ignore.excluded(rel, is_dir=rel == "image")
+                ]
+                if shown:
+                    log.info(
+                        "leaving %s out of the build context: an earlier build's "
+                        "default output (add them to .dockerignore to silence this)",
+                        " and ".join(f"./{rel}" for rel in shown),
+                    )
                 self._context_tree = SourceTree(
-                    self.request.context, ignore, hidden=self._outputs_inside_context()
+                    self.request.context,
+                    ignore,
+                    hidden=self._outputs_inside_context() | leftovers,
                 )
             return self._context_tree
+
+    def _earlier_default_outputs(self) -> frozenset[str]:
+        """``image`` and ``digest`` in the context when an earlier build wrote them.
+
+        Without ``--output`` a build writes an OCI layout to ``./image`` and its
+        digest to ``./digest``; a later build run from there (to push, say) must
+        not take them in with ``COPY .``. Only platforge's own are left out: a
+        directory holding an OCI layout, a file holding one digest line.
+        """
+        context = self.request.context.resolve()
+        found = set()
+        for base in {Path.cwd().resolve(), context}:
+            if not (base == context or base.is_relative_to(context)):
+                continue
+            layout_dir, digest_file = base / "image", base / "digest"
+            if (layout_dir / "oci-layout").is_file() and not layout_dir.is_symlink():
+                found.add(layout_dir.relative_to(context).as_posix())
+            if output.holds_digest(digest_file):
+                found.add(digest_file.relative_to(context).as_posix())
+        return frozenset(found)
 
     def _outputs_inside_context(self) -> frozenset[str]:
         """Outputs (and their digest files) in the context, as relative paths.
@@ -631,7 +665,11 @@ class BuildSession:
             store_layout.add_ref(root, name)
             self.emit("info", f"pushing {name}")
             push_layout(
-                self.store.path, reference, registries=self.registries, name=name
+                self.store.path,
+                reference,
+                registries=self.registries,
+                name=name,
+                progress=self.request.blob_progress,
             )
 
 
