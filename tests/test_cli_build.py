@@ -303,3 +303,39 @@ def test_a_later_build_arg_wins_whatever_its_form(context, tmp_path):
         manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
         config = json.loads((blobs / manifest["config"]["digest"][7:]).read_text())
         assert config["config"]["Labels"] == {"a": expected}
+
+
+def test_an_earlier_default_output_is_left_out_of_a_later_push(
+    context, registry_plain, skopeo
+):
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY . /app/\n")
+    first = _platforge("build", ".", "--platform", "linux/amd64", cwd=context)
+    assert first.returncode == 0, first.stderr
+    assert (context / "image" / "oci-layout").exists()
+    reference = f"{registry_plain.host}/cli/leftovers:v1"
+    pushed = _platforge(
+        *("build", ".", "--platform", "linux/amd64", "-t", reference, "--push"),
+        cwd=context,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stderr.count("leaving ./digest and ./image out") == 1
+    assert pushed.stdout == first.stdout
+    raw = json.loads(
+        skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{reference}").stdout
+    )
+    assert raw["layers"][0]["size"] < 1000
+
+
+def test_a_user_directory_named_image_is_never_written_into(context):
+    (context / "image").mkdir()
+    (context / "image" / "notes.txt").write_text("mine\n")
+    ran = _platforge("build", ".", "--platform", "linux/amd64", cwd=context)
+    assert ran.returncode == 1
+    assert ran.stderr.count("\n") == 1
+    assert "./image exists and is not an OCI layout" in ran.stderr
+    assert sorted(p.name for p in (context / "image").iterdir()) == ["notes.txt"]
+    (context / "digest").write_text("sha256:" + "0" * 64 + "\n")
+    (context / "image" / "notes.txt").unlink()
+    ran = _platforge("build", ".", "--platform", "linux/amd64", cwd=context)
+    assert ran.returncode == 0, ran.stderr
+    assert (context / "image" / "oci-layout").exists()

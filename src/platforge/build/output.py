@@ -270,6 +270,19 @@ def digest_file_of(output: Path) -> Path:
     return output.parent / "digest"
 
 
+def holds_digest(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding one digest line, as builds write."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_DIGEST_FILE_LIMIT)
+        Digest.parse(head.decode("ascii").strip())
+    except (OSError, UnicodeDecodeError, ValueError, PlatforgeError):
+        return False
+    return True
+
+
 def check_digest_file(output: Path) -> None:
     """Refuse an existing ``digest`` beside ``output`` that is not a digest line.
 
@@ -279,15 +292,11 @@ def check_digest_file(output: Path) -> None:
     target = digest_file_of(output)
     if not os.path.lexists(target):
         return
-    try:
-        with target.open("rb") as fh:
-            head = fh.read(_DIGEST_FILE_LIMIT)
-        Digest.parse(head.decode("ascii").strip())
-    except (OSError, UnicodeDecodeError, ValueError, PlatforgeError):
+    if not holds_digest(target):
         raise BuildError(
             f"{target} exists and does not hold a digest; platforge writes the "
             "image digest there: move that file away or choose another dest"
-        ) from None
+        )
 
 
 def write_digest_file(output: Path, digest: Digest) -> Path:

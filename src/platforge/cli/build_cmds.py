@@ -25,6 +25,7 @@ import click
 
 from platforge import platforms
 from platforge.build import BuildEvent, BuildRequest, Output, build
+from platforge.errors import BuildError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -295,7 +296,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
         logging.getLogger("platforge").setLevel(logging.WARNING)
     parsed_outputs = [parse_output(text) for text in outputs]
     if not parsed_outputs and not push:
-        parsed_outputs = [Output("oci", Path("image"))]
+        parsed_outputs = [Output("oci", _default_output(Path("image")))]
         if not quiet:
             click.echo(
                 "no --output or --push: writing an OCI layout to ./image", err=True
@@ -328,6 +329,26 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
         with _terminate_as_interrupt():
             result = build(request)
     click.echo(str(result.digest))
+
+
+def _default_output(path: Path) -> Path:
+    """``./image``, unless something other than a layout is already there.
+
+    A layout an earlier build wrote is updated in place; anything else in that
+    directory is the user's, so the build refuses it before it starts.
+    """
+    if path.exists() and not path.is_dir():
+        raise BuildError(
+            f"./{path} exists and is not a directory; platforge writes its default "
+            "output there: move it away or pass --output type=oci,dest=DIR"
+        )
+    if path.is_dir() and not (path / "oci-layout").is_file() and any(path.iterdir()):
+        raise BuildError(
+            f"./{path} exists and is not an OCI layout (no oci-layout file); "
+            "platforge writes its default output there: move it away or pass "
+            "--output type=oci,dest=DIR"
+        )
+    return path
 
 
 @contextlib.contextmanager
