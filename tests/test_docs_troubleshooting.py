@@ -208,6 +208,7 @@ def test_a_ca_file_that_is_not_pem_is_named(
         "no certificate or crl found",
         "; give a readable PEM file",
     )
+    assert "_ssl.c" not in done.stderr
 
 
 def test_an_invalid_reference_says_repositories_are_lowercase(
@@ -241,6 +242,33 @@ def test_an_unknown_ca_names_the_three_ways_to_trust_it(
         "failed: certificate verify failed ([SSL: CERTIFICATE_VERIFY_FAILED] "
         "certificate verify failed: unable to get local issuer certificate); "
         "trust its CA with PLATFORGE_CA_FILE=CA.pem, /etc/docker/certs.d/",
+    )
+
+
+def test_a_plain_http_registry_off_loopback_is_not_https(
+    registry_plain: Registry, env: dict[str, str]
+) -> None:
+    # A name /etc/hosts maps to 127.0.0.1, so nothing leaves the machine.
+    alias = next(
+        (
+            name
+            for line in Path("/etc/hosts").read_text().splitlines()
+            if line.split()[:1] == ["127.0.0.1"]
+            for name in line.split("#", 1)[0].split()[1:]
+            if name != "localhost"
+        ),
+        None,
+    )
+    if alias is None:
+        pytest.skip("/etc/hosts maps no name but localhost to 127.0.0.1")
+    host = f"{alias}:{registry_plain.host.rsplit(':', 1)[1]}"
+    done = platforge("inspect", f"{host}/app:1", env=env)
+    assert_documented(
+        done,
+        " does not speak HTTPS (it answered the TLS greeting with something else, "
+        "likely plain HTTP); platforge uses plain HTTP only for loopback "
+        "registries: pass --insecure (build: --insecure-registry ",
+        ") if you trust the network",
     )
 
 

@@ -15,7 +15,9 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
 
 from platforge.errors import (
@@ -28,6 +30,7 @@ from platforge.errors import (
 from platforge.registry import client as client_module
 from platforge.registry.auth import Credentials
 from platforge.registry.client import RegistryClient
+from platforge.registry.reference import is_loopback
 from platforge.registry.retry import RetryPolicy, parse_retry_after
 
 FAST = RetryPolicy(attempts=4, base=0.01, max_delay=2.0, max_total=5.0)
@@ -375,8 +378,10 @@ def test_an_unreadable_ca_file_is_a_one_line_error(tmp_path, monkeypatch):
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")
     monkeypatch.setenv("PLATFORGE_CA_FILE", str(bad))
-    with pytest.raises(TransportError, match=r"cannot load CA file .*ca\.pem"):
+    with pytest.raises(TransportError, match=r"cannot load CA file .*ca\.pem") as e:
         RegistryClient("registry.example:5000")
+    assert "no certificate or crl found" in str(e.value)
+    assert "_ssl.c" not in str(e.value)
 
 
 def test_ca_certs_that_are_no_pem_are_a_one_line_error():
@@ -432,3 +437,94 @@ def test_credentials_are_never_sent_to_an_upload_location_on_another_host(fake):
     assert (method, path.split("?")[0]) == ("PUT", "/upload/1")
     assert "Authorization" not in headers
     assert storage.bodies == [data]
+
+
+def _loopback_alias():
+    """A name /etc/hosts maps to 127.0.0.1 that platforge does not count as loopback."""
+    try:
+        lines = Path("/etc/hosts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or fields[0] != "127.0.0.1":
+            continue
+        for name in fields[1:]:
+            if name != "localhost" and not is_loopback(name):
+                return name
+    return None
+
+
+class _Counting(httpx.BaseTransport):
+    def __init__(self, inner):
+        self.inner = inner
+        self.requests = 0
+
+    def handle_request(self, request):
+        self.requests += 1
+        return self.inner.handle_request(request)
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.mark.registry
+def test_a_plain_http_registry_under_a_non_loopback_name_is_named_after_one_try(
+    registry_plain,
+):
+    alias = _loopback_alias()
+    if alias is None:
+        pytest.skip("/etc/hosts maps no name but localhost to 127.0.0.1")
+    port = registry_plain.host.rsplit(":", 1)[1]
+    name = f"{alias}:{port}"
+    counted = []
+
+    def wrap(transport):
+        counted.append(_Counting(transport))
+        return counted[-1]
+
+    client = RegistryClient(name, retry=FAST, wrap_transport=wrap)
+    with client, pytest.raises(TransportError) as info:
+        client.ping()
+    assert str(info.value) == (
+        f"registry {name} does not speak HTTPS (it answered the TLS greeting with "
+        "something else, likely plain HTTP); platforge uses plain HTTP only for "
+        f"loopback registries: pass --insecure (build: --insecure-registry {name}) "
+        "if you trust the network"
+    )
+    assert counted[0].requests == 1
+    with RegistryClient(name, insecure=True) as client:
+        assert client.ping() == f"http://{name}"
+
+
+class _AnswersWithoutTLS(httpx.BaseTransport):
+    """Fails every request as OpenSSL does when a plain server answers (no network)."""
+
+    def __init__(self, reason):
+        self.reason = reason
+        self.requests = 0
+
+    def handle_request(self, request):
+        self.requests += 1
+        raise httpx.ConnectError(
+            f"[SSL: {self.reason}] {self.reason.lower()} (_ssl.c:1006)", request=request
+        )
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "WRONG_VERSION_NUMBER",
+        "UNKNOWN_PROTOCOL",
+        "PACKET_LENGTH_TOO_LONG",
+        "RECORD_LAYER_FAILURE",
+    ],
+)
+def test_every_openssl_reason_for_a_non_tls_answer_means_no_https(reason):
+    transport = _AnswersWithoutTLS(reason)
+    client = RegistryClient("plain.test:5000", retry=FAST, transport=transport)
+    with client, pytest.raises(TransportError) as info:
+        client.get_manifest("a", "v1")
+    assert "does not speak HTTPS" in str(info.value)
+    assert "_ssl.c" not in str(info.value)
+    assert transport.requests == 1

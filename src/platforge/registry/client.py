@@ -7,9 +7,12 @@ repository it acts on, because bearer tokens are scoped per repository.
 
 Connecting: the first request pings ``GET /v2/`` over HTTPS. Plain HTTP is tried
 only for loopback registries and registries the user named insecure; TLS is verified
-everywhere else. Trusted CAs, all added together: the system's; a CA file or PEM
-strings the caller passes (``--ca-file``, Concourse's ``ca_certs``); the file named
-by ``PLATFORGE_CA_FILE``, so every command that reaches a registry (build and run
+everywhere else. A server elsewhere that answers the TLS greeting with something
+that is not TLS (a plain-HTTP registry) is reported at once, not retried.
+
+Trusted CAs, all added together: the system's; a CA file or PEM strings the caller
+passes (``--ca-file``, Concourse's ``ca_certs``); the file named by
+``PLATFORGE_CA_FILE``, so every command that reaches a registry (build and run
 included) can trust one; and the ``*.crt`` files of ``/etc/docker/certs.d/HOST/``
 and ``/etc/containers/certs.d/HOST/``, docker's and podman's convention (client
 certificates found there are not used). *Insecure* also accepts an unverified
@@ -85,6 +88,7 @@ from platforge.registry.retry import (
     is_retryable_status,
     parse_retry_after,
     retry_call,
+    without_source_position,
 )
 
 if TYPE_CHECKING:
@@ -276,6 +280,9 @@ class RegistryClient:
         return response
 
     def _ping_with_retries(self, base: str, first: Exception) -> str:
+        if _answered_without_tls(first):
+            # Retrying cannot help: the server is up and speaks something else.
+            raise self._not_https_error() from first
         problem = _tls_problem(first)
         if problem:
             raise self._tls_error(problem) from first
@@ -315,6 +322,14 @@ class RegistryClient:
             f"its CA with {CA_FILE_ENV}=CA.pem, /etc/docker/certs.d/{self.host}/ca.crt "
             "or the command's --ca-file, or mark the registry insecure if you trust "
             "the network"
+        )
+
+    def _not_https_error(self) -> RegistryError:
+        return TransportError(
+            f"registry {self.registry} does not speak HTTPS (it answered the TLS "
+            "greeting with something else, likely plain HTTP); platforge uses plain "
+            "HTTP only for loopback registries: pass --insecure (build: "
+            f"--insecure-registry {self.registry}) if you trust the network"
         )
 
     # --- requests --------------------------------------------------------------------
@@ -789,8 +804,9 @@ def _ssl_context(
         try:
             context.load_verify_locations(cafile=name)
         except (OSError, ssl.SSLError) as exc:
+            reason = without_source_position(str(exc))
             raise TransportError(
-                f"cannot load CA file {name} for registry {host}: {exc}; give a "
+                f"cannot load CA file {name} for registry {host}: {reason}; give a "
                 "readable PEM file"
             ) from exc
     for number, pem in enumerate(ca_certs, 1):
@@ -802,6 +818,24 @@ def _ssl_context(
                 "certificate; give the whole -----BEGIN CERTIFICATE----- block"
             ) from exc
     return context
+
+
+# OpenSSL's reasons for a TLS greeting answered by something that is not TLS: a
+# plain-HTTP server's "HTTP/1.1 400" read as a TLS record. Which one depends on
+# the OpenSSL version.
+_NOT_TLS_REASONS = (
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE",
+    "HTTP_REQUEST",
+)
+
+
+def _answered_without_tls(exc: Exception) -> bool:
+    """Whether a connect error means the server answered TLS with something else."""
+    text = str(exc).upper().replace(" ", "_")
+    return any(reason in text for reason in _NOT_TLS_REASONS)
 
 
 def _tls_problem(exc: Exception) -> str:

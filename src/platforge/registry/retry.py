@@ -30,6 +30,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -46,6 +47,7 @@ __all__ = [
     "RetryPolicy",
     "RetryableStatusError",
     "retry_call",
+    "without_source_position",
 ]
 
 log = logging.getLogger("platforge.registry.retry")
@@ -166,6 +168,17 @@ def _status_advice(status: int | None, tries: int, waited: float) -> str:
     return "the registry is failing: check its logs or retry later"
 
 
+# CPython's ssl errors end with the C source position, "(_ssl.c:1006)": noise to a
+# user, and it changes with every Python build.
+_SOURCE_POSITION = re.compile(r"\s*\(_ssl\.c:\d+\)")
+
+
+def without_source_position(text: str) -> str:
+    """``text`` without CPython's ``(_ssl.c:NNNN)`` source positions."""
+    return _SOURCE_POSITION.sub("", text)
+
+
 def _describe_transport(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
+    text = without_source_position(text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
