@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from platforge import platforms
+from platforge.cli.progress import BlobReporter
 from platforge.oci import mediatypes as mt
 from platforge.oci.content import Index, parse_manifest
 from platforge.registry import auth
@@ -38,10 +38,7 @@ from platforge.registry.reference import DOCKER_HUB, Reference
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from rich.progress import Progress, TaskID
-
     from platforge.platforms import Platform
-    from platforge.registry.progress import BlobEvent
 
 __all__ = ["register"]
 
@@ -133,74 +130,6 @@ def _platform(text: str | None) -> Platform | None:
     return None if text is None else platforms.parse(text)
 
 
-class _Reporter:
-    """Blob progress on stderr: bars on a terminal, one line per blob otherwise."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._bars: Progress | None = None
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> Self:
-        if sys.stderr.isatty():
-            # rich costs a noticeable part of start-up; load it only to draw bars.
-            from rich.console import Console  # noqa: PLC0415
-            from rich.progress import (  # noqa: PLC0415
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
-
-            self._bars = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bars.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bars is not None:
-            self._bars.stop()
-
-    def __call__(self, event: BlobEvent) -> None:
-        with self._lock:
-            if self._bars is None:
-                if event.kind == "done":
-                    click.echo(
-                        f"{event.action:>8} {event.digest[:19]}  {_human(event.size)}",
-                        err=True,
-                    )
-                return
-            self._render(self._bars, event)
-
-    def _render(self, bars: Progress, event: BlobEvent) -> None:
-        task = self._tasks.get(event.digest)
-        if task is None:
-            label = f"{event.action or 'blob'} {event.digest[7:19]}"
-            task = bars.add_task(label, total=event.size or None)
-            self._tasks[event.digest] = task
-        if event.kind == "bytes":
-            bars.advance(task, event.nbytes)
-        elif event.kind == "done":
-            label = f"{event.action} {event.digest[7:19]}"
-            bars.update(task, completed=event.size, description=label)
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 def _counts(result: CopyResult) -> str:
     return (
         f"{result.count('mounted')} blobs mounted, {result.count('pushed')} sent, "
@@ -241,7 +170,10 @@ def push(
     reference = Reference.parse(ref)
     for tag in tags:
         reference.with_tag(tag)  # validates
-    with _registries(reference.registry, **options) as registries, _Reporter() as bar:
+    with (
+        _registries(reference.registry, **options) as registries,
+        BlobReporter() as bar,
+    ):
         result = push_layout(
             Path(layout_dir),
             reference,
@@ -284,7 +216,10 @@ def pull(
     reference = Reference.parse(ref)
     wanted = _platform(platform)
     puller = pull_rootfs if output_format == "rootfs" else pull_to_layout
-    with _registries(reference.registry, **options) as registries, _Reporter() as bar:
+    with (
+        _registries(reference.registry, **options) as registries,
+        BlobReporter() as bar,
+    ):
         result = puller(
             reference,
             Path(dest),
@@ -319,7 +254,7 @@ def copy(src: str, dst: str, platform: str, **options: Any) -> None:
     """
     source, target = Reference.parse(src), Reference.parse(dst)
     wanted = None if platform == "all" else platforms.parse(platform)
-    with _registries(target.registry, **options) as registries, _Reporter() as bar:
+    with _registries(target.registry, **options) as registries, BlobReporter() as bar:
         result = copy_image(
             source,
             target,
