@@ -16,19 +16,18 @@ import os
 import signal
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from platforge import platforms
-from platforge.build import BuildEvent, BuildRequest, Output, build
+from platforge.build import BuildRequest, Output, build
+from platforge.cli.progress import build_display
 from platforge.errors import BuildError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from platforge.build.request import OutputType
 
@@ -162,32 +161,6 @@ def _hosts(values: tuple[str, ...]) -> list[tuple[str, str]]:
     return hosts
 
 
-def _progress_printer(mode: str) -> Callable[[BuildEvent], None]:
-    """Plain lines, or coloured ones through rich when stderr is a terminal."""
-    lock = threading.Lock()
-    started = time.monotonic()
-    use_rich = mode == "tty" or (mode == "auto" and sys.stderr.isatty())
-    console = None
-    if use_rich:
-        from rich.console import Console  # noqa: PLC0415 - only on a terminal
-
-        console = Console(stderr=True, highlight=False)
-    styles = {"cached": "green", "done": "blue", "log": "dim", "info": "bold"}
-
-    def show(event: BuildEvent) -> None:
-        where = f"[{event.platform}] " if event.platform else ""
-        took = f" {event.seconds:.2f}s" if event.seconds is not None else ""
-        stamp = f"{time.monotonic() - started:6.1f}"
-        line = f"{stamp} {where}{event.kind.upper():6} {event.message}{took}"
-        with lock:
-            if console is not None:
-                console.print(line, style=styles.get(event.kind), markup=False)
-            else:
-                click.echo(line, err=True)
-
-    return show
-
-
 @click.command("build")
 @click.argument(
     "context",
@@ -306,6 +279,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
         if from_stdin:
             dockerfile = Path(scratch) / "Dockerfile"
             dockerfile.write_bytes(sys.stdin.buffer.read())
+        display = build_display(progress, quiet=quiet)
         request = BuildRequest(
             context=context,
             dockerfile=dockerfile,
@@ -324,10 +298,12 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
             insecure_registries=list(insecure),
             ca_file=ca_file,
             dockerfile_name="<stdin>" if from_stdin else None,
-            progress=None if quiet else _progress_printer(progress),
+            progress=display.on_build,
+            blob_progress=display.on_blob,
         )
-        with _terminate_as_interrupt():
+        with _terminate_as_interrupt(), display:
             result = build(request)
+        display.finished(result, request)
     click.echo(str(result.digest))
 
 
