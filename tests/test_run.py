@@ -465,3 +465,19 @@ def test_name_picks_one_image_of_a_layout_that_holds_several(
     done = platforge("run", "--name", "second", str(tmp_path / "image"), env=run_env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "second\n"
+
+
+def test_flatten_keeps_the_tree_another_process_finished_first(amd64_tree, tmp_path):
+    manifest = build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    layout = Layout.open(tmp_path / "image")
+    lowers = rootfs.prepare(layout, manifest, cache=tmp_path / "cache").lowerdirs
+    target = tmp_path / "flat" / "same-key"
+    # The winner of a race renamed its copy into place after we checked for it.
+    rootfs.flatten(lowers, target)
+    (target / "winner").write_text("first\n")
+
+    assert rootfs.flatten(lowers, target) == target
+
+    assert (target / "winner").read_text() == "first\n"
+    assert (target / "hello.txt").is_file()
+    assert [p.name for p in target.parent.iterdir()] == ["same-key"]

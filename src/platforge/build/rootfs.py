@@ -110,16 +110,25 @@ def _unpack_one(
         compressed.verify(layer.digest, layer.size, what=where)
         if diff_id is not None:
             uncompressed.verify(diff_id, what=f"{where} {layer.digest} uncompressed,")
-        try:
-            staging.rename(target)
-        except OSError:
-            # Another process finished the same layer first; theirs is as good.
-            if not target.is_dir():
-                raise
-            shutil.rmtree(staging, ignore_errors=True)
+        _publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Rename the finished ``staging`` tree to ``target``, or keep a winner's.
+
+    Builds and runs sharing the cache may make the same directory at once; the
+    content is the same whoever finishes first, so a loser drops its own copy.
+    """
+    try:
+        staging.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        log.debug("%s was made by another process meanwhile; using it", target)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def layer_dirs(
@@ -167,7 +176,8 @@ def flatten(lowerdirs: Sequence[Path], target: Path) -> Path:
     """Merge layer directories (bottom first) into one plain tree at ``target``.
 
     The tree is built beside ``target`` and renamed into place, so ``target``
-    appears complete or not at all.
+    appears complete or not at all; when another process made ``target``
+    meanwhile, that one is kept.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -175,7 +185,7 @@ def flatten(lowerdirs: Sequence[Path], target: Path) -> Path:
         staging.chmod(0o755)
         for lower in lowerdirs:
             apply_overlay_dir(lower, staging)
-        staging.rename(target)
+        _publish(staging, target)
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
