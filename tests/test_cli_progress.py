@@ -9,6 +9,7 @@ tests run ``python -m platforge build`` and read its stdout and stderr.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import shutil
 import subprocess
@@ -132,6 +133,23 @@ def test_terminal_prints_log_lines_above_the_live_area_and_shared_work_apart() -
     )
 
 
+def test_terminal_sends_log_records_above_the_live_area_not_through_it() -> None:
+    console, sink = _terminal()
+    handler = logging.StreamHandler(sys.stderr)
+    original = handler.stream
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        display = TerminalDisplay(console)
+        with display:
+            assert handler.stream is not original
+            logging.getLogger("platforge.test").warning("a warning mid-build")
+        assert handler.stream is original
+    finally:
+        root.removeHandler(handler)
+    assert "a warning mid-build\n" in _seen(sink)
+
+
 @pytest.mark.registry
 def test_terminal_push_shows_a_bar_with_bytes_for_each_blob_then_the_tags(
     context: Path, registry_plain: Registry
@@ -248,4 +266,5 @@ def test_cli_tty_push_shows_upload_bytes_and_keeps_stdout_to_the_digest(
     assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", ran.stdout)
     seen = ANSI.sub("", ran.stderr)
     assert re.search(rf"pushed [0-9a-f]{{12}} .*? {BYTES.pattern} ", seen), seen
+    assert f"manifest linux/arm64  {ran.stdout.strip()}\n" in seen
     assert f"pushed {tag}" in seen

@@ -23,11 +23,12 @@ it costs a noticeable part of the start-up of every command.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import click
 
@@ -131,7 +132,9 @@ class BlobReporter:
                     f"{event.action:>8} {event.digest[:19]}  {human_size(event.size)}"
                 )
                 if self._console is not None:
-                    self._console.print(line, markup=False, highlight=False)
+                    self._console.print(
+                        line, markup=False, highlight=False, soft_wrap=True
+                    )
                 else:
                     click.echo(line, err=True)
 
@@ -239,17 +242,33 @@ class TerminalDisplay(BuildDisplay):
             refresh_per_second=8,
             transient=False,
             redirect_stdout=False,
-            redirect_stderr=False,
+            redirect_stderr=True,
         )
+        self._moved: list[tuple[logging.StreamHandler[Any], Any]] = []
         self.on_build = self._build_event
         self.on_blob = self._blob_event
 
     def __enter__(self) -> Self:
+        stderr = sys.stderr
         self._live.start()
+        if sys.stderr is not stderr:
+            # Log records (the library's INFO lines, warnings) would tear the live
+            # area; while it is drawn they go through it, above the lines.
+            for handler in logging.getLogger().handlers:
+                stream = getattr(handler, "stream", None)
+                if isinstance(handler, logging.StreamHandler) and stream is stderr:
+                    handler.setStream(sys.stderr)
+                    self._moved.append((handler, stderr))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
         self._live.stop()
+        for handler, stream in self._moved:
+            handler.setStream(stream)
+        self._moved.clear()
 
     def step_lines(self) -> list[tuple[str, _StepLine, float]]:
         """(platform, line, seconds so far) of every line, in order of appearance."""
@@ -261,7 +280,9 @@ class TerminalDisplay(BuildDisplay):
 
     def _print(self, text: str, style: str | None = None) -> None:
         # Printed through the live console, the line lands above the live area.
-        self._live.console.print(text, style=style, markup=False, highlight=False)
+        self._live.console.print(
+            text, style=style, markup=False, highlight=False, soft_wrap=True
+        )
 
     def _build_event(self, event: BuildEvent) -> None:
         name = event.platform or SHARED
@@ -289,19 +310,24 @@ class TerminalDisplay(BuildDisplay):
             _track_blob(self.bars, self._tasks, event)
 
     def finished(self, result: BuildResult, request: BuildRequest) -> None:
-        self._live.stop()
+        self._stop()
         console = self._console
         for platform, descriptor in result.manifests.items():
             console.print(
                 f"manifest {platform}  {descriptor.digest}",
                 markup=False,
                 highlight=False,
+                soft_wrap=True,
             )
         if len(result.manifests) != 1:
-            console.print(f"index  {result.digest}", markup=False, highlight=False)
+            console.print(
+                f"index  {result.digest}", markup=False, highlight=False, soft_wrap=True
+            )
         if request.push or any(out.type == "registry" for out in request.outputs):
             for tag in request.tags:
-                console.print(f"pushed {tag}", markup=False, highlight=False)
+                console.print(
+                    f"pushed {tag}", markup=False, highlight=False, soft_wrap=True
+                )
 
 
 def build_display(mode: str, *, quiet: bool = False) -> BuildDisplay:
