@@ -400,7 +400,11 @@ def test_a_refused_login_says_to_check_the_password_not_to_log_in(kind, request)
         stdin="no\n",
     )
     assert done.returncode == 1
-    assert "check the user name and password" in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.endswith(
+        f": user name or password refused for '{registry.username}' at "
+        f"{registry.host}; check them"
+    ), line
     assert "platforge login" not in done.stderr
 
 
@@ -438,3 +442,38 @@ def test_push_name_that_the_layout_lacks_is_refused(registry_plain, tmp_path):
     )
     assert done.returncode == 1
     assert "has no image named 'x' (names: only)" in done.stderr
+
+
+@pytest.mark.usefixtures("docker_config")
+def test_a_push_with_a_pull_only_account_blames_the_token_scope_not_the_login(
+    registry_token, testbed, tmp_path
+):
+    layout, _ = small_layout(tmp_path / "img")
+    user = testbed.reader_username
+    ok(
+        "login",
+        registry_token.host,
+        "-u",
+        user,
+        "--password-stdin",
+        stdin=testbed.reader_password + "\n",
+    )
+    repository = _repo()
+    done = platforge(
+        "--debug", "push", layout.path, registry_token.ref(repository, "v1")
+    )
+    assert done.returncode == 1, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"platforge: error: registry {registry_token.host} answered "
+    )
+    assert line.endswith(
+        f": the token granted to '{user}' does not include push to {repository}; ask "
+        f"for push access to {repository} or use an account that has it"
+    ), line
+    assert "platforge login" not in line
+    # --debug shows what the token server granted, not only what was asked.
+    assert (
+        f"requested repository:{repository}:pull,push, granted "
+        f"repository:{repository}:pull," in done.stderr
+    )

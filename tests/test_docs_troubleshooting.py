@@ -27,7 +27,7 @@ from testbed import Fault
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from testbed import FaultProxy, Registry
+    from testbed import FaultProxy, Registry, Testbed
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = (REPO / "docs" / "troubleshooting.md").read_text()
@@ -230,6 +230,56 @@ def test_a_registry_wanting_credentials_says_to_log_in(
         done,
         " (UNAUTHORIZED: authentication required): no credentials found; run "
         "`platforge login ",
+        "` or pass --username and --password-stdin",
+    )
+
+
+def test_a_refused_login_names_the_user_and_says_to_check_them(
+    registry_basic: Registry, env: dict[str, str]
+) -> None:
+    done = platforge(
+        "login",
+        registry_basic.host,
+        "-u",
+        "ci",
+        "--password-stdin",
+        env=env,
+        stdin="wrong\n",
+    )
+    assert_documented(
+        done,
+        " answered 401 for login (UNAUTHORIZED: authentication required): user "
+        "name or password refused for 'ci' at ",
+        "; check them",
+    )
+
+
+def test_a_push_with_a_pull_only_account_blames_the_token_scope(
+    registry_token: Registry,
+    testbed: Testbed,
+    tiny_layout: Path,
+    env: dict[str, str],
+) -> None:
+    login = platforge(
+        "login",
+        registry_token.host,
+        "-u",
+        testbed.reader_username,
+        "--password-stdin",
+        env=env,
+        stdin=testbed.reader_password + "\n",
+    )
+    assert login.returncode == 0, login.stderr
+    repository = f"docs-{uuid.uuid4().hex[:8]}"
+    done = platforge(
+        "push", tiny_layout, f"{registry_token.host}/{repository}:1", env=env
+    )
+    assert_documented(
+        done,
+        " (UNAUTHORIZED: authentication required): the token granted to 'reader' "
+        "does not include push to ",
+        "; ask for push access to ",
+        " or use an account that has it",
     )
 
 

@@ -217,6 +217,83 @@ def test_bearer_tokens_are_cached_per_scope_and_refetched_after_invalidate():
     assert issued[0] == sorted(push)
 
 
+def _jwt(claims):
+    """An unsigned token shaped as a JWT: only its payload is read here."""
+
+    def part(document):
+        raw = json.dumps(document).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {
+            "token": "opaque",
+            "access": [{"type": "repository", "name": "a", "actions": ["pull"]}],
+        },
+        {
+            "token": _jwt(
+                {"access": [{"type": "repository", "name": "a", "actions": ["pull"]}]}
+            )
+        },
+    ],
+    ids=["answer-access-list", "jwt-access-claim"],
+)
+def test_the_granted_scopes_are_kept_and_logged_not_only_the_requested(answer, caplog):
+    """Offline: a MockTransport token server granting pull where push was asked."""
+    client = httpx.Client(
+        transport=httpx.MockTransport(lambda _request: httpx.Response(200, json=answer))
+    )
+    auth = Authenticator("r.example", credentials=Credentials("reader", "pw"))
+    auth.learn(
+        httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://t/x"'})
+    )
+    caplog.set_level(logging.DEBUG, logger="platforge.registry.auth")
+    auth.headers(client, ("repository:a:pull,push",))
+    grant = auth.grant(("repository:a:pull,push",))
+    assert grant is not None
+    assert grant.username == "reader"
+    assert grant.scopes == ("repository:a:pull",)
+    assert grant.allows("a", "pull")
+    assert not grant.allows("a", "push")
+    assert "requested repository:a:pull,push, granted repository:a:pull," in caplog.text
+    assert answer["token"] not in caplog.text
+
+
+def test_a_token_server_that_lists_no_grant_says_so_in_the_log(caplog):
+    client = httpx.Client(
+        transport=httpx.MockTransport(
+            lambda _request: httpx.Response(200, json={"token": "opaque"})
+        )
+    )
+    auth = Authenticator("r.example", credentials=Credentials("u", "pw"))
+    auth.learn(
+        httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://t/x"'})
+    )
+    caplog.set_level(logging.DEBUG, logger="platforge.registry.auth")
+    auth.headers(client, ("repository:a:pull",))
+    assert auth.grant(("repository:a:pull",)).allows("a", "push") is None
+    assert "granted (not listed by the token server)" in caplog.text
+
+
+def test_a_refused_token_login_names_the_user_and_says_to_check_them():
+    client = httpx.Client(
+        transport=httpx.MockTransport(lambda _request: httpx.Response(401))
+    )
+    auth = Authenticator("r.example", credentials=Credentials("ann", "wrong"))
+    auth.learn(
+        httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://t/x"'})
+    )
+    with pytest.raises(AuthError) as info:
+        auth.headers(client, ())
+    assert str(info.value).endswith(
+        ": user name or password refused for 'ann' at r.example; check them"
+    )
+
+
 def test_token_refusal_names_the_registry_and_hides_the_password(caplog):
     """Offline: a MockTransport token server refusing everything."""
     client = httpx.Client(
@@ -231,7 +308,9 @@ def test_token_refusal_names_the_registry_and_hides_the_password(caplog):
         auth.headers(client, ("repository:a:pull",))
     message = str(info.value)
     assert "r.example" in message
-    assert "platforge login r.example" in message
+    assert message.endswith(
+        "; run `platforge login r.example` or pass --username and --password-stdin"
+    )
     assert "sup3rsecret" not in message
     assert "sup3rsecret" not in caplog.text
 

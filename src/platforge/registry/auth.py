@@ -11,7 +11,11 @@ of a 401 answer (to ``GET /v2/`` or to any request):
   also needs ``repository:SOURCE:pull``), authenticating there with basic credentials,
   with an identity token (OAuth2 refresh-token grant), or anonymously. Tokens are
   cached per set of scopes until they expire; a 401 with a cached token drops it and
-  fetches a new one once.
+  fetches a new one once. A token server may grant fewer actions than asked (a
+  pull-only account asking for push): what it granted is read from the ``access``
+  list of its answer, else from the token's own ``access`` claim (the token itself
+  is never logged), and kept, so a refused push can be blamed on the scope rather
+  than on the password.
 
 Credentials come, in order, from what the caller passes explicitly, then from docker's
 ``config.json`` (``$DOCKER_CONFIG/config.json``, default ``~/.docker/config.json``):
@@ -58,6 +62,7 @@ __all__ = [
     "Authenticator",
     "Challenge",
     "Credentials",
+    "Grant",
     "config_path",
     "credentials_for",
     "parse_challenges",
@@ -446,6 +451,33 @@ class _Token:
     expires: float
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A token the token server issued: to whom, and the scopes it granted.
+
+    ``scopes`` is ``None`` when the server did not say what it granted.
+    """
+
+    username: str | None
+    scopes: tuple[str, ...] | None
+
+    def allows(self, repository: str, action: str) -> bool | None:
+        """Whether the grant covers ``action`` on ``repository``; ``None``: unknown."""
+        if self.scopes is None:
+            return None
+        for scope in self.scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            allowed = actions.split(",")
+            if (
+                kind == "repository"
+                and name == repository
+                and (action in allowed or "*" in allowed)
+            ):
+                return True
+        return False
+
+
 class Authenticator:
     """Adds the right ``Authorization`` header to requests to one registry.
 
@@ -467,6 +499,8 @@ class Authenticator:
         self._credentials = credentials
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], _Token] = {}
+        # Kept past invalidate(): a refusal after a fresh token is explained by it.
+        self._grants: dict[tuple[str, ...], Grant] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -519,10 +553,38 @@ class Authenticator:
                 self._tokens[key] = token
         return {"Authorization": f"Bearer {token.value}"}
 
+    def grant(self, scopes: Iterable[str]) -> Grant | None:
+        """What the last token issued for ``scopes`` granted, if one was issued."""
+        with self._lock:
+            return self._grants.get(tuple(sorted(set(scopes))))
+
     def invalidate(self, scopes: Iterable[str]) -> None:
         """Drop the cached token for ``scopes`` after the registry refused it."""
         with self._lock:
             self._tokens.pop(tuple(sorted(set(scopes))), None)
+
+    def _refused(
+        self, status: int, creds: Credentials | None, scopes: tuple[str, ...]
+    ) -> AuthError:
+        """The token server refused the credentials (or anonymous access)."""
+        who = "anonymous access" if creds is None else "the credentials"
+        what = f"{' '.join(scopes) or 'login'} (HTTP {status})"
+        if not scopes and creds is not None:
+            # `platforge login` itself asks: advising it would help nobody.
+            user = creds.username or "the identity token"
+            why = (
+                f": user name or password refused for '{user}' at {self.registry}; "
+                "check them"
+            )
+        else:
+            why = (
+                f"; run `platforge login {self.registry}` or pass --username and "
+                "--password-stdin"
+            )
+        return AuthError(
+            f"token server of registry {self.registry} refused {who} for {what}{why}",
+            status=status,
+        )
 
     def _fetch_token(
         self, client: httpx.Client, challenge: Challenge, scopes: tuple[str, ...]
@@ -557,18 +619,7 @@ class Authenticator:
             response = client.get(realm, params=params, headers=headers)
 
         if response.status_code in {401, 403}:
-            who = "anonymous access" if creds is None else "the credentials"
-            # No scopes means `platforge login` itself asks: do not advise it.
-            fix = (
-                f"run `platforge login {self.registry}` or pass other credentials"
-                if scopes
-                else "check the user name and password"
-            )
-            raise AuthError(
-                f"token server of registry {self.registry} refused {who} for "
-                f"{' '.join(scopes) or 'login'} (HTTP {response.status_code}); {fix}",
-                status=response.status_code,
-            )
+            raise self._refused(response.status_code, creds, scopes)
         if response.status_code != 200:
             raise AuthError(
                 f"token server of registry {self.registry} answered HTTP "
@@ -590,12 +641,55 @@ class Authenticator:
                 f"token server of registry {self.registry} sent no token; check the "
                 "registry's auth service"
             )
+        granted = _granted_scopes(answer, value)
         log.debug(
-            "token for %s scopes %s, valid %.0f s",
+            "token for %s: requested %s, granted %s, valid %.0f s",
             self.registry,
             " ".join(scopes) or "(none)",
+            "(not listed by the token server)"
+            if granted is None
+            else " ".join(granted) or "(nothing)",
             lifetime,
-            extra={"registry": self.registry, "scopes": scopes},
+            extra={"registry": self.registry, "scopes": scopes, "granted": granted},
         )
+        owner = creds.username if creds is not None else None
+        with self._lock:
+            self._grants[scopes] = Grant(username=owner, scopes=granted)
         expires = started + max(0.0, lifetime - _EXPIRY_MARGIN)
         return _Token(value=value, expires=expires)
+
+
+def _granted_scopes(answer: Mapping[str, Any], token: str) -> tuple[str, ...] | None:
+    """The scopes a token server granted, as ``type:name:actions`` strings.
+
+    From the answer's ``access`` list, else from the ``access`` claim of a JWT
+    token (read, not verified: this only explains refusals, it grants nothing).
+    ``None`` when neither says.
+    """
+    access = answer.get("access")
+    if not isinstance(access, list):
+        access = _jwt_claim(token, "access")
+    if not isinstance(access, list):
+        return None
+    scopes = []
+    for entry in access:
+        if isinstance(entry, dict):
+            actions = entry.get("actions") or []
+            if isinstance(actions, list):
+                joined = ",".join(str(action) for action in actions)
+                scopes.append(
+                    f"{entry.get('type', '')}:{entry.get('name', '')}:{joined}"
+                )
+    return tuple(scopes)
+
+
+def _jwt_claim(token: str, claim: str) -> Any:
+    parts = token.split(".")
+    if len(parts) != 3:  # a JWT is header.payload.signature
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        document = json.loads(base64.urlsafe_b64decode(payload))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return document.get(claim) if isinstance(document, dict) else None

@@ -404,14 +404,24 @@ class RegistryClient:
         )
 
     def _error(
-        self, response: httpx.Response, operation: str, repository: str
+        self,
+        response: httpx.Response,
+        operation: str,
+        repository: str,
+        scopes: tuple[str, ...] = (),
     ) -> RegistryError:
-        """The one-line error for an unexpected answer to ``operation``."""
+        """The one-line error for an unexpected answer to ``operation``.
+
+        ``scopes`` are those the request was authorized for; a push refused with a
+        token granted for them is blamed on the token's scope.
+        """
         status = response.status_code
         where = f"{operation} {repository}".strip()
         detail = _registry_message(response)
         detail = f" ({detail})" if detail else ""
         prefix = f"registry {self.registry} answered {status} for {where}{detail}"
+        if status in {401, 403} and (lacking := self._lacks_push(repository, scopes)):
+            return AuthError(f"{prefix}: {lacking}", status=status)
         if status == 401:
             why = self._why_401(response, operation)
             return AuthError(f"{prefix}: {why}", status=status)
@@ -428,19 +438,46 @@ class RegistryClient:
             )
         return RegistryError(f"{prefix}; check the registry's logs", status=status)
 
+    def _lacks_push(self, repository: str, scopes: tuple[str, ...]) -> str:
+        """Why a push with a granted token was refused, when the scope explains it.
+
+        The token server accepted the credentials (else it would have refused the
+        token), so logging in again cannot help: the account may not push.
+        """
+        if push_scope(repository) not in scopes:
+            return ""
+        grant = self.auth.grant(scopes)
+        if grant is None or grant.username is None:
+            return ""
+        if grant.allows(repository, "push"):
+            return ""  # the token has push: something else is wrong
+        return (
+            f"the token granted to '{grant.username}' does not include push to "
+            f"{repository}; ask for push access to {repository} or use an account "
+            "that has it"
+        )
+
     def _why_401(self, response: httpx.Response, operation: str) -> str:
         """What a 401 means and what to do, for the operation that got it."""
         challenge = response.headers.get("www-authenticate", "")
         if "insufficient_scope" in challenge:
             # The credentials were accepted; the token lacks the right (push, say).
             return "access denied; check that the account may do this"
+        credentials = self.auth.credentials
         if operation == "login":
             # Advising `platforge login` to someone running it helps nobody.
-            return "credentials refused; check the user name and password"
-        why = "credentials refused"
-        if self.auth.credentials is None:
-            why = "no credentials found"
-        return f"{why}; run `platforge login {self.registry}` or pass credentials"
+            user = credentials.username if credentials else None
+            return (
+                f"user name or password refused for '{user or '?'}' at "
+                f"{self.registry}; check them"
+            )
+        why = (
+            "credentials refused" if credentials is not None else "no credentials found"
+        )
+        return (
+            f"{why}; run `platforge login {self.registry}` or pass --username and "
+            "--password-stdin"
+        )
 
     # --- blobs -----------------------------------------------------------------------
 
@@ -547,7 +584,9 @@ class RegistryClient:
                 )
                 return "mounted"
             if response.status_code != 202:
-                raise self._error(response, f"mount blob {digest} into", repository)
+                raise self._error(
+                    response, f"mount blob {digest} into", repository, mount_scopes
+                )
             # The registry declined the mount and opened an upload session.
             location = _session(response)
 
@@ -570,7 +609,7 @@ class RegistryClient:
             "POST", self._url(f"/v2/{repository}/blobs/uploads/"), scopes
         )
         if response.status_code != 202:
-            raise self._error(response, "start blob upload to", repository)
+            raise self._error(response, "start blob upload to", repository, scopes)
         session = _session(response)
         if session is None:
             raise RegistryError(
@@ -607,7 +646,7 @@ class RegistryClient:
                 extra={"digest": digest, "status": response.status_code},
             )
             return True
-        raise self._error(response, f"push blob {digest} to", repository)
+        raise self._error(response, f"push blob {digest} to", repository, scopes)
 
     def _upload_chunked(self, upload: _Upload, session: _Session) -> None:
         repository, scopes, digest, size, opener, progress = upload
@@ -639,7 +678,7 @@ class RegistryClient:
                 )
                 if response.status_code != 202:
                     raise self._error(
-                        response, f"push chunk of {digest} to", repository
+                        response, f"push chunk of {digest} to", repository, scopes
                     )
                 minimum = response.headers.get("oci-chunk-min-length", "")
                 if minimum.isdigit():
@@ -658,7 +697,9 @@ class RegistryClient:
         final = url.copy_merge_params({"digest": digest})
         response = self._send("PUT", final, scopes, headers={"Content-Length": "0"})
         if response.status_code != 201:
-            raise self._error(response, f"finish upload of {digest} to", repository)
+            raise self._error(
+                response, f"finish upload of {digest} to", repository, scopes
+            )
 
     @contextlib.contextmanager
     def _cancelled_on_mismatch(
@@ -751,7 +792,12 @@ class RegistryClient:
             content=lambda: raw,
         )
         if response.status_code not in {200, 201}:
-            raise self._error(response, f"push manifest {reference} to", repository)
+            raise self._error(
+                response,
+                f"push manifest {reference} to",
+                repository,
+                (push_scope(repository),),
+            )
         return str(Digest.of(raw))
 
     def delete_manifest(self, repository: str, digest: str) -> None:
