@@ -418,7 +418,7 @@ def test_a_missing_target_stage_lists_the_stages(
     assert_documented(done, "Dockerfile: target stage 'nope' not found; stages: a")
 
 
-def test_a_copy_source_outside_the_context_is_not_found(
+def test_a_copy_source_outside_the_context_is_said_to_be_outside(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     context = tmp_path / "context"
@@ -427,7 +427,17 @@ def test_a_copy_source_outside_the_context_is_not_found(
     done = platforge("build", "-o", "type=oci,dest=../out", ".", env=env, cwd=context)
     assert_documented(
         done,
-        ": no such file or directory in the context; check the path and .dockerignore",
+        "platforge: error: Dockerfile:2: [stage-0 1/1] COPY ../etc/passwd: the path "
+        "leads outside the build context ",
+        ", which is all a build can read; move the file into it, or pass its "
+        "directory with --build-context NAME=DIR and use COPY --from=NAME",
+    )
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY nothere.txt /\n")
+    done = platforge("build", "-o", "type=oci,dest=../out", ".", env=env, cwd=context)
+    assert_documented(
+        done,
+        "platforge: error: Dockerfile:2: [stage-0 1/1] COPY nothere.txt: no such "
+        "file or directory in the context; check the path and .dockerignore",
     )
 
 
@@ -450,12 +460,41 @@ def test_a_failing_run_step_gives_platform_status_and_last_output(
     )
     assert_documented(
         done,
-        "RUN 'nosuchcommand' on linux/amd64 exited with status 127 "
+        "/Dockerfile:2: [stage-0 1/1] RUN 'nosuchcommand' on linux/amd64 exited "
+        "with status 127 "
         "(last output: /bin/sh: nosuchcommand: not found); fix the command",
     )
 
 
 # --- outputs and layouts ----------------------------------------------------------
+
+
+def test_an_output_below_a_file_names_the_file(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    (tmp_path / "afile").write_text("x\n")
+    done = platforge("build", "-o", "afile/img", ".", env=env, cwd=tmp_path)
+    assert_documented(
+        done,
+        "cannot write output afile/img: afile is a file, not a directory; choose a "
+        "dest below a directory, or move that file away",
+    )
+
+
+def test_a_default_output_directory_of_the_users_is_refused(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "notes.txt").write_text("mine\n")
+    done = platforge("build", ".", env=env, cwd=tmp_path)
+    assert_documented(
+        done,
+        "./image exists and is not an OCI layout (no oci-layout file); platforge "
+        "writes its default output there: move it away or pass --output "
+        "type=oci,dest=DIR",
+    )
 
 
 def test_a_foreign_digest_file_is_never_overwritten(
@@ -496,7 +535,11 @@ def test_a_corrupt_layer_stops_the_push_before_anything_is_sent(
         out.write(b"x")
     target = f"{registry_plain.host}/docs-{uuid.uuid4().hex[:8]}:1"
     done = platforge("push", busybox_layout, target, env=env)
-    assert_documented(done, "; nothing was pushed, rebuild the layout")
+    assert_documented(
+        done,
+        "), so nothing was pushed; the layout is damaged: build it again or "
+        "pull/copy the image into a new directory",
+    )
     assert " is corrupt (" in done.stderr
 
 
@@ -508,7 +551,12 @@ def test_a_corrupt_index_blob_is_named_when_read(
     with (tiny_layout / "blobs" / "sha256" / digest).open("ab") as out:
         out.write(b" ")
     done = platforge("inspect", tiny_layout, env=env)
-    assert_documented(done, " is corrupt: its content hashes to sha256:")
+    assert_documented(
+        done,
+        " bytes hashing to sha256:",
+        "); the layout is damaged: build it again or pull/copy the image into a new "
+        "directory",
+    )
 
 
 # --- run --------------------------------------------------------------------------

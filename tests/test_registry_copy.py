@@ -190,6 +190,36 @@ def test_corrupt_layout_blob_is_refused_and_nothing_is_pushed(registry_plain, tm
         client.get_manifest(ref.repository, "v1")
 
 
+def _append_to_blob(layout, digest):
+    with layout.blob_path(digest).open("ab") as out:
+        out.write(b"x")
+
+
+@pytest.mark.parametrize("which", ["manifest", "config", "layer"])
+def test_a_corrupt_manifest_config_or_layer_is_reported_in_one_wording(
+    registry_plain, tmp_path, which
+):
+    layout, descriptor = small_layout(tmp_path / "img")
+    manifest = layout.read_manifest(descriptor)
+    digest = {
+        "manifest": descriptor.digest,
+        "config": manifest.config.digest,
+        "layer": manifest.layers[0].digest,
+    }[which]
+    _append_to_blob(layout, digest)
+
+    ref = Reference.parse(registry_plain.ref(_repo(), "v1"))
+    with Registries() as registries, pytest.raises(DigestMismatchError) as info:
+        push_layout(layout.path, ref, registries=registries)
+    message = str(info.value)
+    assert message.startswith(f"layout {layout.path}: blob {digest} is corrupt (")
+    assert message.endswith(
+        "; the layout is damaged: build it again or pull/copy the image into a new "
+        "directory"
+    )
+    assert "delete the file" not in message
+
+
 def test_corrupt_registry_blob_fails_the_pull_and_leaves_no_destination(
     make_registry, tmp_path
 ):

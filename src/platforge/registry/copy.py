@@ -63,7 +63,7 @@ from platforge.oci.content import (
     parse_manifest,
 )
 from platforge.oci.digest import Digest, digest_stream
-from platforge.oci.layout import Layout, write_atomic
+from platforge.oci.layout import MAX_DOCUMENT_SIZE, Layout, write_atomic
 from platforge.registry.client import ManifestInfo, RegistryClient
 from platforge.registry.progress import BlobEvent, ProgressFn, emit
 from platforge.registry.retry import RetryPolicy
@@ -185,6 +185,13 @@ class _Source(Protocol):
     ) -> contextlib.AbstractContextManager[IO[bytes]]: ...
 
 
+# The one advice for a blob of a layout that does not match its digest: deleting
+# the blob would leave a layout with a hole, and a built layout cannot be pulled.
+LAYOUT_DAMAGED = (
+    "the layout is damaged: build it again or pull/copy the image into a new directory"
+)
+
+
 @dataclass
 class _LayoutSource:
     layout: Layout
@@ -192,12 +199,21 @@ class _LayoutSource:
     repository: str | None = None
 
     def read_manifest(self, descriptor: Descriptor) -> bytes:
-        raw = self.layout.read_blob(descriptor.digest)
+        # Read unverified and checked here, so a corrupt manifest is reported in
+        # the same words as a corrupt layer.
+        with self.open_blob(descriptor) as blob:
+            raw = blob.read(MAX_DOCUMENT_SIZE + 1)
+        if len(raw) > MAX_DOCUMENT_SIZE:
+            raise LayoutError(
+                f"layout {self.layout.path}: blob {descriptor.digest} is larger than "
+                f"{MAX_DOCUMENT_SIZE} bytes, too large for a manifest; "
+                f"{LAYOUT_DAMAGED}"
+            )
         actual = Digest.of(raw, descriptor.digest.algorithm)
         if actual != descriptor.digest:
             raise DigestMismatchError(
-                f"layout {self.layout.path}: manifest {descriptor.digest} hashes to "
-                f"{actual}; the layout is corrupt, rebuild it"
+                f"layout {self.layout.path}: blob {descriptor.digest} is corrupt "
+                f"({len(raw)} bytes hashing to {actual}); {LAYOUT_DAMAGED}"
             )
         return raw
 
@@ -335,8 +351,8 @@ def _verify_blob(source: _LayoutSource, descriptor: Descriptor) -> str:
     if actual != descriptor.digest or size != descriptor.size:
         raise DigestMismatchError(
             f"layout {source.layout.path}: blob {descriptor.digest} is corrupt ({size} "
-            f"bytes hashing to {actual}, expected {descriptor.size} bytes); nothing "
-            "was pushed, rebuild the layout"
+            f"bytes hashing to {actual}, expected {descriptor.size} bytes), so "
+            f"nothing was pushed; {LAYOUT_DAMAGED}"
         )
     return "verified"
 
