@@ -189,10 +189,36 @@ def _named(root: Descriptor, ref_name: str) -> Descriptor:
 
 
 def _cannot_write(dest: Path, exc: OSError) -> BuildError:
+    blocker = _file_in_the_way(dest)
+    if blocker is not None:
+        return _not_a_directory(dest, blocker)
     return BuildError(
         f"cannot write output {dest}: {exc.strerror or exc}; choose a dest in a "
         "writable directory with room for the image"
     )
+
+
+def _file_in_the_way(dest: Path) -> Path | None:
+    """The nearest existing parent of ``dest`` when it is not a directory."""
+    for parent in dest.absolute().parents:
+        if os.path.lexists(parent):
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _not_a_directory(dest: Path, blocker: Path) -> BuildError:
+    shown = blocker if dest.is_absolute() else Path(os.path.relpath(blocker))
+    return BuildError(
+        f"cannot write output {dest}: {shown} is a file, not a directory; "
+        "choose a dest below a directory, or move that file away"
+    )
+
+
+def check_output_path(dest: Path) -> None:
+    """Refuse, before the build starts, a ``dest`` below an existing file."""
+    blocker = _file_in_the_way(dest)
+    if blocker is not None:
+        raise _not_a_directory(dest, blocker)
 
 
 def write_oci_layout(store: Store, root: Descriptor, dest: Path, ref_name: str) -> None:
