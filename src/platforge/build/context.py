@@ -180,10 +180,41 @@ class SourceTree:
         return path
 
     def _missing(self, instruction: str, word: str) -> BuildError:
+        where = (
+            f"the build context {self.root.absolute()}"
+            if self.name == "context"
+            else self.name
+        )
+        normal = os.path.normpath(word.replace("\\", "/"))
+        if normal == ".." or normal.startswith("../"):
+            # Docker reads "../x" as "x" of the context; say why it was not found.
+            return BuildError(
+                f"{instruction} {word}: the path leads outside {where}, which is all "
+                "a build can read; move the file into it, or pass its directory "
+                f"with --build-context NAME=DIR and use {instruction} --from=NAME"
+            )
+        link = self._final_link(word)
+        if link is not None:
+            return BuildError(
+                f"{instruction} {word}: it is a symbolic link to {link}, which is "
+                f"looked up inside {where} (a build reads nothing outside it) and is "
+                "not there; copy the file it points to into the context"
+            )
         return BuildError(
             f"{instruction} {word}: no such file or directory in the "
             f"{self.name}; check the path and .dockerignore"
         )
+
+    def _final_link(self, word: str) -> str | None:
+        """Where ``word`` points when it is itself a symbolic link in the tree."""
+        if has_wildcard(word):
+            return None
+        rel = self._safe_rel(word)
+        parent = self._real(os.path.dirname(rel))  # noqa: PTH120 - a "/" string
+        path = self.root / parent / os.path.basename(rel)  # noqa: PTH119
+        if not rel or not path.is_symlink():
+            return None
+        return os.readlink(path)  # noqa: PTH115 - Path.readlink drops a final "/"
 
     def _children(self, prefix: str) -> list[tuple[str, bool]]:
         """Names below ``prefix`` and whether each is a directory (not a link)."""
