@@ -460,7 +460,7 @@ def test_a_failing_run_step_gives_platform_status_and_last_output(
     )
     assert_documented(
         done,
-        "/Dockerfile:2: [stage-0 1/1] RUN 'nosuchcommand' on linux/amd64 exited "
+        "Dockerfile:2: [stage-0 1/1] RUN 'nosuchcommand' on linux/amd64 exited "
         "with status 127 "
         "(last output: /bin/sh: nosuchcommand: not found); fix the command",
     )

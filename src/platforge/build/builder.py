@@ -47,7 +47,7 @@ from platforge.build.steps import METADATA_KEYWORDS, apply_metadata
 from platforge.build.store import Store, default_store_path
 from platforge.dockerfile import dockerignore, parser, shell
 from platforge.dockerfile import plan as planner
-from platforge.errors import BuildError
+from platforge.errors import BuildError, DockerfileError, PlatforgeError
 from platforge.oci import compression as codec
 from platforge.oci.layer import Entry
 from platforge.registry.copy import Registries
@@ -108,6 +108,8 @@ class BuildSession:
         self._stages: dict[str, Future[ImageState]] = {}
         self._context_tree: SourceTree | None = None
         self._cancelled = threading.Event()
+        self.dockerfile_name = "Dockerfile"  # as error messages name it
+        self.stage_names: list[str] = []
         self.steps_run = 0
         self.steps_cached = 0
 
@@ -259,7 +261,16 @@ class BuildSession:
     def _build_stage(self, plan: Plan, stage: Stage) -> ImageState:
         platform = platforms.format(plan.target_platform)
         name = stage.name or f"stage-{stage.index}"
-        state = self._start(plan, stage)
+        try:
+            state = self._start(plan, stage)
+        except PlatforgeError as exc:
+            if stage.base.kind == "image":
+                _explain_image_fallback(
+                    exc, self.stage_names, stage.base.ref, f"FROM {stage.base.ref}"
+                )
+            raise _located(
+                exc, self.dockerfile_name, f":{stage.line}: [{name}] "
+            ) from None
         # ONBUILD triggers of the base (an image or an earlier stage, as if that
         # stage had been built into an image first) run before the stage's own
         # steps and are not passed on.
@@ -277,7 +288,13 @@ class BuildSession:
                 stage=name,
                 step=number,
             )
-            state = self.step(plan, stage, state, step, number)
+            try:
+                state = self.step(plan, stage, state, step, number)
+            except PlatforgeError as exc:
+                where = (
+                    f":{step.line or stage.line}: [{name} {number}/{len(stage.steps)}] "
+                )
+                raise _located(exc, self.dockerfile_name, where) from None
             self.emit(
                 "done",
                 f"[{name} {number}/{len(stage.steps)}] {step.keyword}",
@@ -462,9 +479,13 @@ class BuildSession:
 
     def source_named(self, plan: Plan, stage: Stage, name: str) -> SourceTree:
         """The tree ``RUN --mount=from=NAME`` reads: a stage, context or image."""
-        return self._source_for(plan, stage, self._from_ref(plan, name))
+        return self._source_for(
+            plan, stage, self._from_ref(plan, name), what="RUN --mount=from"
+        )
 
-    def _source_for(self, plan: Plan, stage: Stage, ref: FromRef | None) -> SourceTree:
+    def _source_for(
+        self, plan: Plan, stage: Stage, ref: FromRef | None, *, what: str = "COPY"
+    ) -> SourceTree:
         if ref is None:
             return self.context_tree()
         if ref.kind == "context":
@@ -478,7 +499,13 @@ class BuildSession:
         if ref.kind == "stage" and ref.stage_index is not None:
             state = self.stage(plan, self._stage_by_index(plan, ref.stage_index))
             return self._materialize(state, f"stage {ref.ref}")
-        image = self.bases.image(ref.ref, stage.platform)
+        try:
+            image = self.bases.image(ref.ref, stage.platform)
+        except PlatforgeError as exc:
+            _explain_image_fallback(
+                exc, self.stage_names, ref.ref, f"{what} --from={ref.ref}"
+            )
+            raise
         return self._materialize(image, ref.ref)
 
     def _materialize(self, state: ImageState, name: str) -> SourceTree:
@@ -559,8 +586,17 @@ class BuildSession:
         else:
             text = parser.decode(path.read_bytes(), filename=name)
         dockerfile = parser.parse(text, filename=name)
+        self.dockerfile_name = name
+        self.stage_names = [
+            ins.args[2]
+            for ins in dockerfile.instructions
+            if ins.keyword == "FROM"
+            and len(ins.args) > 2
+            and ins.args[1].lower() == "as"
+        ]
         for out in self.request.outputs:
             if out.dest is not None:
+                output.check_output_path(out.dest)
                 output.check_digest_file(out.dest)
         wanted = self.request.platforms or [platforms.host()]
         multi = planner.resolve_all(
@@ -680,3 +716,42 @@ def run_build(request: BuildRequest) -> BuildResult:
         return session.run()
     finally:
         session.registries.close()
+
+
+def _located(exc: PlatforgeError, dockerfile: str, where: str) -> PlatforgeError:
+    """``exc`` with its message starting at the Dockerfile line it comes from.
+
+    The same exception object is raised again (its type tells callers what
+    failed); one already located, by the parser or a stage built earlier, keeps
+    the place it names.
+    """
+    message = str(exc)
+    if isinstance(exc, DockerfileError) or message.startswith(f"{dockerfile}:"):
+        return exc
+    exc.args = (f"{dockerfile}{where}{message}",)
+    return exc
+
+
+def _explain_image_fallback(
+    exc: PlatforgeError, names: list[str], name: str, what: str
+) -> None:
+    """Say that ``name``, found among no stages, was pulled as an image.
+
+    Docker's rule: a ``FROM`` or ``--from`` name that is no stage is an image
+    reference, so a misspelt stage name becomes a pull from Docker Hub whose
+    failure alone would not tell the user what happened.
+    """
+    if any(mark in name for mark in "/:@"):
+        return  # written as an image reference: no stage was meant
+    from platforge.registry.reference import Reference  # noqa: PLC0415
+
+    try:
+        image = Reference.parse(name).name
+    except PlatforgeError:
+        return
+    stages = f"stages: {', '.join(names)}" if names else "no stage has a name"
+    message = (
+        f"{what}: no stage named {name!r} ({stages}), so it was taken as "
+        f"the image {image}, and pulling it failed: {exc}"
+    )
+    exc.args = (message,)
