@@ -41,7 +41,10 @@ def context(tmp_path, host):
     "source", ["leakfile", "leakdir/s", "leakdir", "up/host/secret.txt", "leak*"]
 )
 def test_links_out_of_the_context_are_not_found(context, source):
-    with pytest.raises(BuildError, match="no such file or directory in the context"):
+    # A link named as the source says where it points; one on the way, or a
+    # wildcard match, is simply not there.
+    found = "no such file or directory in the context|a symbolic link to /"
+    with pytest.raises(BuildError, match=found):
         SourceTree(context).select([source], "/x/")
 
 
@@ -84,7 +87,7 @@ def _layer_files(store, descriptor):
 
 def test_copy_of_a_link_out_of_the_context_fails_the_build(tmp_path, context):
     (context / "Dockerfile").write_text("FROM scratch\nCOPY leakfile /x\n")
-    with pytest.raises(BuildError, match="leakfile: no such file"):
+    with pytest.raises(BuildError, match="leakfile: it is a symbolic link to /"):
         build_image(context, store=tmp_path / "store")
 
 
@@ -95,7 +98,7 @@ def test_copy_from_a_stage_resolves_its_links_in_the_stage(tmp_path, context):
         "FROM scratch AS s\nCOPY leakfile inside.txt /\n"
         "FROM scratch\nCOPY --from=s /leakfile /x\n"
     )
-    with pytest.raises(BuildError, match="leakfile: no such file"):
+    with pytest.raises(BuildError, match="leakfile: it is a symbolic link to /"):
         build_image(context, store=tmp_path / "store")
     (context / "Dockerfile").write_text(
         "FROM scratch AS s\nCOPY abs-inside inside.txt /\n"
@@ -137,7 +140,9 @@ def test_rw_bind_mounts_of_a_stage_neither_reach_the_host_nor_change_the_stage(
             f"RUN --mount=type=bind,from=s,source={source},target=/h,rw "
             "echo PWNED > /h/pwned\n"
         )
-        with pytest.raises(BuildError, match="no such file"):
+        with pytest.raises(
+            BuildError, match=r"no such file|is looked up inside stage s"
+        ):
             build_image(ctx)
         assert sorted(p.name for p in host.iterdir()) == ["dir", "secret.txt"]
 

@@ -339,3 +339,19 @@ def test_a_user_directory_named_image_is_never_written_into(context):
     ran = _platforge("build", ".", "--platform", "linux/amd64", cwd=context)
     assert ran.returncode == 0, ran.stderr
     assert (context / "image" / "oci-layout").exists()
+
+
+def test_step_errors_of_a_dockerfile_on_standard_input_name_stdin(context, tmp_path):
+    ran = subprocess.run(
+        [sys.executable, "-m", "platforge", "build", str(context), "-f", "-"],
+        input="FROM scratch\nCOPY nothere.txt /\n",
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 1
+    assert ran.stderr.splitlines()[-1].startswith(
+        "platforge: error: <stdin>:2: [stage-0 1/1] COPY nothere.txt: no such file"
+    )

@@ -195,10 +195,15 @@ class SourceTree:
             )
         link = self._final_link(word)
         if link is not None:
+            fix = (
+                "copy the file it points to into the context"
+                if self.name == "context"
+                else "make the link point inside it"
+            )
             return BuildError(
                 f"{instruction} {word}: it is a symbolic link to {link}, which is "
                 f"looked up inside {where} (a build reads nothing outside it) and is "
-                "not there; copy the file it points to into the context"
+                f"not there; {fix}"
             )
         return BuildError(
             f"{instruction} {word}: no such file or directory in the "
