@@ -128,3 +128,24 @@ def test_an_output_below_a_regular_file_names_that_file(context, tmp_path, kind)
         "choose a dest below a directory, or move that file away"
     )
     assert blocker.read_text() == "x\n"
+
+
+def test_a_misspelt_stage_in_a_run_mount_says_it_was_taken_as_an_image(
+    context, tmp_path, busybox, no_docker_hub
+):
+    base = busybox_layout(busybox, tmp_path / "base", arches=("amd64",))
+    dockerfile = (
+        "FROM base AS tools\nRUN true\n"
+        "FROM base\nRUN --mount=type=bind,from=tols,target=/t true\n"
+    )
+    error = _fail(
+        context,
+        dockerfile,
+        tmp_path,
+        build_contexts={"base": f"oci-layout://{base.path}:latest"},
+    )
+    assert str(error).startswith(
+        f"{context}/Dockerfile:4: [stage-1 1/1] RUN --mount from=tols: no stage "
+        "named 'tols' (stages: tools), so it was taken as the image "
+        "docker.io/library/tols, and pulling it failed"
+    )

@@ -480,11 +480,16 @@ class BuildSession:
     def source_named(self, plan: Plan, stage: Stage, name: str) -> SourceTree:
         """The tree ``RUN --mount=from=NAME`` reads: a stage, context or image."""
         return self._source_for(
-            plan, stage, self._from_ref(plan, name), what="RUN --mount=from"
+            plan, stage, self._from_ref(plan, name), what="RUN --mount from"
         )
 
     def _source_for(
-        self, plan: Plan, stage: Stage, ref: FromRef | None, *, what: str = "COPY"
+        self,
+        plan: Plan,
+        stage: Stage,
+        ref: FromRef | None,
+        *,
+        what: str = "COPY --from",
     ) -> SourceTree:
         if ref is None:
             return self.context_tree()
@@ -502,9 +507,7 @@ class BuildSession:
         try:
             image = self.bases.image(ref.ref, stage.platform)
         except PlatforgeError as exc:
-            _explain_image_fallback(
-                exc, self.stage_names, ref.ref, f"{what} --from={ref.ref}"
-            )
+            _explain_image_fallback(exc, self.stage_names, ref.ref, f"{what}={ref.ref}")
             raise
         return self._materialize(image, ref.ref)
 
