@@ -97,6 +97,23 @@ def test_copy_exclude_parents_and_link(tmp_path, tmp_store, base):
 
 
 @pytest.mark.privileged
+def test_a_secret_named_by_a_relative_path_is_found(
+    tmp_path, tmp_store, base, monkeypatch
+):
+    (tmp_path / "token.txt").write_text("s3cret")
+    monkeypatch.chdir(tmp_path)
+    root, _, _, _ = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\n"
+        "RUN --mount=type=secret,id=token cat /run/secrets/token > /seen\n",
+        {},
+        secrets={"token": Path("token.txt")},
+    )
+    assert (root / "seen").read_text() == "s3cret"
+
+
+@pytest.mark.privileged
 def test_run_mounts_stay_out_of_the_layer(tmp_path, tmp_store, base):
     secret = tmp_path / "token.txt"
     secret.write_text("s3cret")

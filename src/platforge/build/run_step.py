@@ -217,7 +217,9 @@ def _secret_file(build: BuildSession, ident: str, *, required: bool) -> Path | N
             f"secret {ident}: {source} is not a file; pass --secret "
             f"id={ident},src=FILE with a file that exists"
         )
-    return Path(source)
+    # The runtime resolves a relative mount source against its bundle directory,
+    # not against where the user named the file.
+    return Path(source).absolute()
 
 
 def _secret_mount(
