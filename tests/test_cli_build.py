@@ -355,3 +355,30 @@ def test_step_errors_of_a_dockerfile_on_standard_input_name_stdin(context, tmp_p
     assert ran.stderr.splitlines()[-1].startswith(
         "platforge: error: <stdin>:2: [stage-0 1/1] COPY nothere.txt: no such file"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--push"], "--push needs at least one -t"),
+        (["--output", "type=registry"], "type=registry needs at least one -t"),
+        (
+            [
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--output",
+                "type=docker,dest=app.tar",
+            ],
+            "type=docker output holds one platform",
+        ),
+    ],
+)
+def test_outputs_no_build_could_satisfy_are_usage_errors_before_any_step(
+    context, args, message
+):
+    done = _platforge("build", *args, ".", cwd=context)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "COPY" not in done.stderr  # refused before the first step
+    assert not (context / "image").exists()
+    assert not (context / "app.tar").exists()

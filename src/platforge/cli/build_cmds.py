@@ -151,6 +151,23 @@ def _build_contexts(values: tuple[str, ...]) -> dict[str, str]:
     return contexts
 
 
+def _check_outputs(
+    outputs: list[Output], *, push: bool, tags: tuple[str, ...], platform_count: int
+) -> None:
+    """Refuse, before any work, what no build could satisfy (as buildx does)."""
+    to_registry = push or any(output.type == "registry" for output in outputs)
+    if to_registry and not tags:
+        option = "--push" if push else "type=registry"
+        raise click.UsageError(
+            f"{option} needs at least one -t REGISTRY/REPOSITORY[:TAG]"
+        )
+    if platform_count > 1 and any(output.type == "docker" for output in outputs):
+        raise click.UsageError(
+            "type=docker output holds one platform; build with one --platform or "
+            "use type=oci / type=oci-tar for several"
+        )
+
+
 def _hosts(values: tuple[str, ...]) -> list[tuple[str, str]]:
     hosts = []
     for value in values:
@@ -268,6 +285,8 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
         # errors still show (--debug keeps everything).
         logging.getLogger("platforge").setLevel(logging.WARNING)
     parsed_outputs = [parse_output(text) for text in outputs]
+    targets = platforms.parse_list(platform_text) if platform_text else []
+    _check_outputs(parsed_outputs, push=push, tags=tags, platform_count=len(targets))
     if not parsed_outputs and not push:
         parsed_outputs = [Output("oci", _default_output(Path("image")))]
         if not quiet:
@@ -283,7 +302,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
         request = BuildRequest(
             context=context,
             dockerfile=dockerfile,
-            platforms=platforms.parse_list(platform_text) if platform_text else [],
+            platforms=targets,
             tags=list(tags),
             build_args=_build_args(build_args),
             target=target,
