@@ -254,6 +254,33 @@ def test_run_reads_a_secret_text_that_stays_out_of_the_image(
     assert not (rootfs / "run" / "secrets" / "token").exists()
 
 
+@pytest.mark.privileged
+def test_the_build_log_shows_each_step_and_the_run_output(tmp_path, tmp_store, busybox):
+    base = single_image(
+        "busybox",
+        files={"bin/busybox": (busybox["amd64"] / "bin" / "busybox").read_bytes()},
+    )
+    write_layout(tmp_path / "base", base)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "Dockerfile").write_text(
+        "ARG base\nFROM ${base}\n"
+        'SHELL ["/bin/busybox", "sh", "-c"]\n'
+        "RUN /bin/busybox echo visible-output\n"
+    )
+    result = task(
+        tmp_path,
+        tmp_store,
+        CONTEXT="src",
+        IMAGE_ARG_base="base",
+        IMAGE_PLATFORM="linux/amd64",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RUN /bin/busybox echo visible-output" in result.stderr
+    assert "visible-output\n" in result.stderr.replace(
+        "RUN /bin/busybox echo visible-output", ""
+    )
+
+
 def test_image_arg_tarball_written_by_skopeo(tmp_path, tmp_store, skopeo):
     base = single_image("from-tarball")
     write_layout(tmp_path / "layout", base, ref_name="latest")

@@ -105,10 +105,13 @@ def build_cmd(outputs: Path) -> None:
     Example:
       CONTEXT=src IMAGE_PLATFORM=linux/amd64,linux/arm64 platforge task build
     """
+    from platforge.cli.progress import PlainDisplay  # noqa: PLC0415
     from platforge.concourse.task import run_task  # noqa: PLC0415
 
+    # The build log of a Concourse task is not a terminal: plain step lines and
+    # RUN output, as oci-build-task shows BuildKit's.
     with _abort_as_interrupt():
-        run_task(dict(os.environ), outputs)
+        run_task(dict(os.environ), outputs, progress=PlainDisplay().on_build)
 
 
 @contextlib.contextmanager

@@ -65,6 +65,9 @@ from platforge.oci.content import Manifest
 from platforge.oci.layout import Layout, write_atomic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from platforge.build import BuildEvent
     from platforge.platforms import Platform
 
 __all__ = ["TaskConfig", "parse_env", "run_task"]
@@ -365,7 +368,11 @@ def _secrets(config: TaskConfig, stack: ExitStack) -> dict[str, Path]:
     return secrets
 
 
-def run_task(env: dict[str, str], outputs: Path) -> dict[str, Any]:
+def run_task(
+    env: dict[str, str],
+    outputs: Path,
+    progress: Callable[[BuildEvent], None] | None = None,
+) -> dict[str, Any]:
     """Build as oci-build-task would, writing under ``outputs``; return a summary."""
     from platforge.build import BuildRequest, Output, build  # noqa: PLC0415
 
@@ -409,6 +416,7 @@ def run_task(env: dict[str, str], outputs: Path) -> dict[str, Any]:
                 extra_hosts=config.add_hosts,
                 store=cache if cache.is_dir() else None,
                 registry_mirrors=config.registry_mirrors,
+                progress=progress,
             )
             log.info("building %s", f"target {target}" if target else "image")
             result = build(request)
