@@ -55,6 +55,20 @@ def _build_one(tmp_path, store, text, files=None, **kwargs):
 
 
 @pytest.mark.privileged
+def test_run_output_is_reported_a_whole_line_at_a_time(tmp_path, tmp_store, base):
+    _, _, _, events = _build_one(
+        tmp_path,
+        tmp_store,
+        f"FROM {base}\n"
+        "RUN printf 'part-one '; sleep 0.3; echo part-two; printf 'no-newline'\n",
+    )
+    logged = [event.message for event in events if event.kind == "log"]
+    assert "part-one part-two" in logged
+    assert "no-newline" in logged
+    assert "part-one " not in logged
+
+
+@pytest.mark.privileged
 def test_heredocs_create_files_and_run_scripts(tmp_path, tmp_store, base):
     root, _, _, _ = _build_one(
         tmp_path,

@@ -271,9 +271,27 @@ def execute(
     network: sandbox.Network = "none" if step.flags.get("network") == "none" else "host"
     started = time.monotonic()
 
+    # The sandbox hands output over as it is read, not by lines: keep a partial
+    # last line until its newline arrives, so each line is one log event.
+    pending = bytearray()
+
     def show(data: bytes) -> None:
-        for line in data.decode("utf-8", "replace").splitlines():
-            build.emit("log", line, platform=platform, step=number)
+        pending.extend(data)
+        *lines, rest = bytes(pending).split(b"\n")
+        pending[:] = rest
+        for line in lines:
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            build.emit("log", text, platform=platform, step=number)
+
+    def flush() -> None:
+        if pending:
+            build.emit(
+                "log",
+                pending.decode("utf-8", "replace"),
+                platform=platform,
+                step=number,
+            )
+            pending.clear()
 
     with (
         build.store.scratch_dir("upper-") as upper,
@@ -298,7 +316,10 @@ def execute(
             extra_hosts=build.request.extra_hosts,
             output=show,
         )
-        result = sandbox.run(spec)
+        try:
+            result = sandbox.run(spec)
+        finally:
+            flush()
         if result.exit_code != 0:
             tail = result.output_tail.decode("utf-8", "replace").strip()
             last = tail.splitlines()[-1] if tail else "no output"
