@@ -477,3 +477,13 @@ def test_a_push_with_a_pull_only_account_blames_the_token_scope_not_the_login(
         f"requested repository:{repository}:pull,push, granted "
         f"repository:{repository}:pull," in done.stderr
     )
+
+
+@pytest.mark.parametrize("command", [["pull", "image", "out"], ["copy", "image", "x"]])
+def test_a_layout_directory_where_a_reference_goes_is_a_usage_error(tmp_path, command):
+    (tmp_path / "image").mkdir()
+    done = platforge(*command, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "image is a directory" in done.stderr
+    assert "platforge push image REF" in done.stderr
+    assert not (tmp_path / "out").exists()

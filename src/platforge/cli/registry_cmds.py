@@ -213,7 +213,7 @@ def pull(
       platforge pull 127.0.0.1:5000/app:1.0 ./app
       platforge pull 127.0.0.1:5000/app:1.0 ./arm --platform linux/arm64 --format rootfs
     """
-    reference = Reference.parse(ref)
+    reference = _remote(ref, "pull")
     wanted = _platform(platform)
     puller = pull_rootfs if output_format == "rootfs" else pull_to_layout
     with (
@@ -230,6 +230,21 @@ def pull(
         )
     click.echo(f"pulled {reference} into {dest}", err=True)
     click.echo(str(result.digest))
+
+
+def _remote(text: str, command: str) -> Reference:
+    """``text`` as a registry reference; a directory there is a usage error.
+
+    A relative path such as ``./image`` would otherwise fail as a reference with
+    registry ``.``, which does not tell the user what to do.
+    """
+    if Path(text).is_dir():
+        raise click.UsageError(
+            f"{text} is a directory, and `platforge {command}` takes registry "
+            "references (HOST/REPOSITORY[:TAG]); to send an OCI layout to a "
+            f"registry, use `platforge push {text} REF`"
+        )
+    return Reference.parse(text)
 
 
 @click.command()
@@ -252,7 +267,7 @@ def copy(src: str, dst: str, platform: str, **options: Any) -> None:
     Example:
       platforge copy 127.0.0.1:5000/app:1.0 127.0.0.1:5000/mirror/app:1.0
     """
-    source, target = Reference.parse(src), Reference.parse(dst)
+    source, target = _remote(src, "copy"), _remote(dst, "copy")
     wanted = None if platform == "all" else platforms.parse(platform)
     with _registries(target.registry, **options) as registries, BlobReporter() as bar:
         result = copy_image(
