@@ -63,7 +63,10 @@ PARSE_CASES = [
     ("darwin/arm64", P("darwin", "arm64")),
     ("macos/arm64", P("darwin", "arm64")),
     ("freebsd/amd64", P("freebsd", "amd64")),
-    ("linux/unknownarch", P("linux", "unknownarch")),
+    # docker reads an architecture and its variant as a Linux platform
+    ("arm/v7", P("linux", "arm", "v7")),
+    ("arm64/v8", P("linux", "arm64")),
+    ("aarch64/v8", P("linux", "arm64")),
     (" linux/amd64 ", P("linux", "amd64")),
     (
         "linux",
@@ -97,6 +100,11 @@ BAD_CASES = [
     ("commodore64", "unknown operating system or architecture"),
     ("foo(1.0)", "unknown operating system"),
     ("win dows/amd64", "invalid operating system"),
+    # containerd accepts these; a build would push an entry no machine runs
+    ("linux/unknownarch", "unknown architecture 'unknownarch'"),
+    ("linux/amd46", "unknown architecture 'amd46'"),
+    ("linx/amd64", "unknown operating system 'linx'"),
+    ("linx/amd64/v2", "unknown operating system 'linx'"),
 ]
 
 

@@ -21,6 +21,10 @@ Normalisation (case-insensitive; the operating system ``macos`` becomes ``darwin
 
 One word alone is an operating system if it is a known one (``linux``: this host's
 architecture), otherwise an architecture on Linux (``arm64`` is ``linux/arm64``).
+Two words whose first is an architecture are that architecture and its variant on
+Linux (``arm/v7``). Unlike containerd, an operating system or architecture outside
+Go's lists (the values the image spec allows) is refused rather than carried: a
+typo such as ``linux/amd46`` would otherwise build an image no machine runs.
 
 Matching follows containerd's ``Only``: a host runs its own platform first and then,
 in this order, what its CPU also executes:
@@ -226,8 +230,25 @@ def parse(text: str) -> Platform:
     if len(parts) == 1:
         return _parse_one_word(text, os_name, os_version)
 
-    variant_text = parts[2] if len(parts) == 3 else None
-    arch, variant = _normalize_arch(parts[1], variant_text)
+    return _parse_parts(text, os_name, os_version, parts[1:])
+
+
+def _parse_parts(
+    text: str, os_name: str, os_version: str | None, rest: list[str]
+) -> Platform:
+    # containerd takes any first word as the operating system; then ``arm/v7``
+    # would be the OS "arm", and a typo would build an image no machine runs.
+    if os_name not in _KNOWN_OS and len(rest) == 1 and os_version is None:
+        # ``arm/v7``, ``arm64/v8``: an architecture and its variant, as docker
+        # reads them; the operating system is then Linux.
+        arch, variant = _normalize_arch(os_name, rest[0])
+        if arch in _KNOWN_ARCH:
+            return Platform(os="linux", architecture=arch, variant=variant)
+    if os_name not in _KNOWN_OS:
+        raise _error(text, f"unknown operating system {os_name!r}")
+    arch, variant = _normalize_arch(rest[0], rest[1] if len(rest) == 2 else None)
+    if arch not in _KNOWN_ARCH:
+        raise _error(text, f"unknown architecture {rest[0]!r}")
     return Platform(
         os=os_name, architecture=arch, variant=variant, os_version=os_version
     )
