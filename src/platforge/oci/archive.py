@@ -207,7 +207,7 @@ def write_oci_archive(
                     )
                 name = f"blobs/{desc.digest.algorithm}/{desc.digest.encoded}"
                 _add_blob(tar, layout, name, desc)
-    log.info("wrote oci-archive", extra={"dest": str(dest), "blobs": len(seen)})
+    log.debug("wrote oci-archive", extra={"dest": str(dest), "blobs": len(seen)})
     return index
 
 
@@ -285,7 +285,7 @@ def write_docker_archive(
             "Layers": layer_names,
         }
         _add_bytes(tar, DOCKER_MANIFEST_FILE, canonical_json([entry]))
-    log.info(
+    log.debug(
         "wrote docker-archive", extra={"dest": str(dest), "image": str(config.digest)}
     )
     return manifest.config.digest
