@@ -138,6 +138,21 @@ def test_skip_download_writes_only_the_version_files(registry_plain, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digest", "repository", "tag"]
 
 
+def test_in_warns_when_a_lone_image_is_not_for_the_worker(registry_plain, tmp_path):
+    # The worker here is linux/amd64; the tag holds only an arm64 image.
+    repo = f"concourse/foreign-{uuid.uuid4().hex[:8]}"
+    digest = push(registry_plain, repo, single_image("arm", arch="arm64"), ["latest"])
+    request = {
+        "source": source_for(registry_plain, repo),
+        "version": {"tag": "latest", "digest": digest},
+    }
+    result = resource("in", request, str(tmp_path))
+    assert "holds one image, for linux/arm64" in result.stderr
+    assert "fetched it anyway" in result.stderr
+    metadata = {m["name"]: m["value"] for m in answer(result)["metadata"]}
+    assert metadata["platform"] == "linux/arm64"
+
+
 def test_in_fails_clearly_when_the_version_is_gone(registry_plain, tmp_path):
     repo = f"concourse/gone-{uuid.uuid4().hex[:8]}"
     push(registry_plain, repo, single_image("gone"), ["latest"])

@@ -119,8 +119,10 @@ def _get_from(
             dest, reference, registries, platform, repository=source.repository
         )
     fetched = _platform_of(config, platform)
-    if (params.platform or source.platform) and fetched != platform:
-        # A lone manifest is fetched whatever its platform, as upstream does.
+    if fetched != platform:
+        # A lone manifest is fetched whatever its platform, as upstream does; the
+        # worker's own platform (the default) deserves the warning as much as one
+        # the pipeline named, since a later step would run a foreign rootfs.
         log.warning(
             "%s holds one image, for %s, not %s; fetched it anyway",
             remote.name,
