@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             say("Stopping the registry")
             bed.stop()
 
-    say(f"Summary ({time.monotonic() - started:.1f} s)")
+    say(f"Summary (the demo's steps took {time.monotonic() - started:.1f} s)")
     for line in summary:
         print(f"  - {line}")
 

@@ -82,7 +82,13 @@ def out_cmd(src: Path) -> None:
 
 @click.group("task")
 def task() -> None:
-    """Concourse tasks, drop-in for oci-build-task."""
+    """Concourse tasks, drop-in for oci-build-task.
+
+    \b
+    Example:
+      CONTEXT=src IMAGE_PLATFORM=linux/amd64,linux/arm64 OUTPUT_OCI=true \\
+        platforge task build
+    """
 
 
 @task.command("build")
