@@ -380,3 +380,14 @@ def test_an_index_json_that_cannot_be_read_is_a_layout_error(tmp_path):
     (layout.path / "index.json").mkdir()
     with pytest.raises(LayoutError, match=r"cannot read .*index\.json: Is a directory"):
         layout.index()
+
+
+def test_an_index_json_that_is_not_json_says_so_without_a_digest(tmp_path):
+    layout = Layout.create(tmp_path / "layout")
+    (layout.path / "index.json").write_text("{\n")
+    with pytest.raises(LayoutError) as caught:
+        layout.index()
+    message = str(caught.value)
+    assert "index.json is not valid JSON (line 2 column 1)" in message
+    assert "sha256:" not in message
+    assert "the layout is damaged" in message

@@ -340,6 +340,20 @@ def test_run_refuses_a_layer_whose_bytes_do_not_match_its_digest(
     assert lines[0].endswith("is not this blob")
 
 
+def test_a_layer_that_no_longer_decompresses_is_named_as_a_corrupt_blob(
+    amd64_tree, tmp_path, run_env
+):
+    manifest = build_layout(tmp_path / "image", amd64_tree, "linux/amd64")
+    layer = manifest.layers[-1].digest
+    blob = tmp_path / "image" / "blobs" / layer.algorithm / layer.encoded
+    blob.write_bytes(blob.read_bytes()[:-20] + b"garbage")
+    done = platforge("run", str(tmp_path / "image"), "--", "true", env=run_env)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"blob {layer} is corrupt" in done.stderr
+    assert "the layout is damaged" in done.stderr
+
+
 def test_a_layer_that_does_not_match_its_diff_id_is_never_cached(amd64_tree, tmp_path):
     # The cache is keyed by diff ID and trusted by every image that lists it, so
     # an image whose config lies about a layer must not fill that key.

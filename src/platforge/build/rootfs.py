@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
 
 from platforge.build.sandbox import apply_overlay_dir
-from platforge.errors import LayoutError
+from platforge.errors import ContentError, LayoutError, UnpackError
 from platforge.oci import compression
 from platforge.oci.content import ImageConfig, Manifest
 from platforge.oci.digest import HashingReader
+from platforge.oci.layout import LAYOUT_DAMAGED
 from platforge.oci.unpack import unpack_layers
 
 if TYPE_CHECKING:
@@ -94,17 +95,28 @@ def _unpack_one(
             # diff ID the directory is cached under, which other images trust.
             # (HashingReader offers the read() that the codecs and tarfile use.)
             compressed = HashingReader(blob, layer.digest.algorithm)
-            with compression.open_reader(cast("IO[bytes]", compressed)) as tar:
-                uncompressed = HashingReader(
-                    tar, diff_id.algorithm if diff_id else "sha256"
-                )
-                unpack_layers(
-                    [cast("IO[bytes]", uncompressed)],
-                    staging,
-                    privileged=os.geteuid() == 0,
-                    whiteout_format="overlay",
-                )
-                uncompressed.drain()
+            try:
+                with compression.open_reader(cast("IO[bytes]", compressed)) as tar:
+                    uncompressed = HashingReader(
+                        tar, diff_id.algorithm if diff_id else "sha256"
+                    )
+                    unpack_layers(
+                        [cast("IO[bytes]", uncompressed)],
+                        staging,
+                        privileged=os.geteuid() == 0,
+                        whiteout_format="overlay",
+                    )
+                    uncompressed.drain()
+            except (ContentError, UnpackError):
+                # Bytes that do not decompress or unpack are most often bytes
+                # that are not the blob's: say so when the digest shows it.
+                compressed.drain()
+                if compressed.digest() != layer.digest:
+                    raise LayoutError(
+                        f"layout {layout.path}: blob {layer.digest} is corrupt (its "
+                        f"content hashes to {compressed.digest()}); {LAYOUT_DAMAGED}"
+                    ) from None
+                raise
             compressed.drain()
         where = f"{layout.path}: layer"
         compressed.verify(layer.digest, layer.size, what=where)

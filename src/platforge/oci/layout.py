@@ -57,9 +57,15 @@ from platforge.oci.digest import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["Layout", "write_atomic"]
+__all__ = ["LAYOUT_DAMAGED", "Layout", "write_atomic"]
 
 log = logging.getLogger("platforge.oci.layout")
+
+# The one advice for a layout whose content does not match its digests: deleting
+# the blob would leave a layout with a hole, and a built layout cannot be pulled.
+LAYOUT_DAMAGED = (
+    "the layout is damaged: build it again or pull/copy the image into a new directory"
+)
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -168,8 +174,8 @@ class Layout:
             )
         if Digest.of(data, digest.algorithm) != digest:
             raise LayoutError(
-                f"blob {digest} in {self.path} is corrupt: its content hashes to "
-                f"{Digest.of(data, digest.algorithm)}; delete the file and pull again"
+                f"layout {self.path}: blob {digest} is corrupt (its content hashes "
+                f"to {Digest.of(data, digest.algorithm)}); {LAYOUT_DAMAGED}"
             )
         return data
 
@@ -262,9 +268,24 @@ class Layout:
                 f"cannot read {path}: {exc.strerror or exc}; write the layout again"
             ) from None
         try:
+            json.loads(raw)
+        except ValueError as exc:
+            # Said here, since a document's own error names its digest, and
+            # index.json is not addressed by one.
+            where = (
+                f"line {exc.lineno} column {exc.colno}"
+                if isinstance(exc, json.JSONDecodeError)
+                else "not UTF-8"
+            )
+            raise LayoutError(
+                f"{path} is not valid JSON ({where}); {LAYOUT_DAMAGED}"
+            ) from None
+        try:
             return Index.parse(raw)
         except ManifestError as exc:
-            raise LayoutError(f"{path}: {exc}") from None
+            raise LayoutError(
+                f"{path} is not a valid image index ({exc}); {LAYOUT_DAMAGED}"
+            ) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

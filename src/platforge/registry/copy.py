@@ -63,7 +63,12 @@ from platforge.oci.content import (
     parse_manifest,
 )
 from platforge.oci.digest import Digest, digest_stream
-from platforge.oci.layout import MAX_DOCUMENT_SIZE, Layout, write_atomic
+from platforge.oci.layout import (
+    LAYOUT_DAMAGED,
+    MAX_DOCUMENT_SIZE,
+    Layout,
+    write_atomic,
+)
 from platforge.registry.client import ManifestInfo, RegistryClient
 from platforge.registry.progress import BlobEvent, ProgressFn, emit
 from platforge.registry.retry import RetryPolicy
@@ -183,13 +188,6 @@ class _Source(Protocol):
     def open_blob(
         self, descriptor: Descriptor
     ) -> contextlib.AbstractContextManager[IO[bytes]]: ...
-
-
-# The one advice for a blob of a layout that does not match its digest: deleting
-# the blob would leave a layout with a hole, and a built layout cannot be pulled.
-LAYOUT_DAMAGED = (
-    "the layout is damaged: build it again or pull/copy the image into a new directory"
-)
 
 
 @dataclass
