@@ -495,3 +495,19 @@ def test_flatten_keeps_the_tree_another_process_finished_first(amd64_tree, tmp_p
     assert (target / "winner").read_text() == "first\n"
     assert (target / "hello.txt").is_file()
     assert [p.name for p in target.parent.iterdir()] == ["same-key"]
+
+
+def test_an_existing_directory_that_is_no_layout_is_never_pulled(tmp_path, run_env):
+    (tmp_path / "notlayout").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "platforge", "run", "notlayout", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, **run_env},
+    )
+    assert done.returncode == 1
+    assert "notlayout is a directory but not an OCI layout" in done.stderr
+    assert "docker.io" not in done.stderr.split("write the image as")[0]

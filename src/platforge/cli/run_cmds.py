@@ -96,6 +96,14 @@ def _is_layout(text: str) -> bool:
             "give a directory written by `platforge build` or `platforge pull`, "
             "or an image reference"
         )
+    if Path(text).is_dir():
+        # An existing directory is what the user meant, not a Docker Hub image
+        # of the same name (which ``docker.io/library/NAME`` still reaches).
+        raise LayoutError(
+            f"{text} is a directory but not an OCI layout (it has no oci-layout "
+            "file); give a directory written by `platforge build` or `platforge "
+            f"pull`, or write the image as docker.io/library/{text} if you meant it"
+        )
     return False
 
 
