@@ -596,3 +596,14 @@ def test_stop_all_ends_runs_in_other_threads_and_cleans_up(amd64_root, tmp_path,
     assert _running(marker.encode()) == []
     assert entries(upper) == set()
     assert str(tmp_path) not in Path("/proc/self/mounts").read_text()
+
+
+def test_a_runtime_the_user_names_is_used_or_refused_never_replaced(monkeypatch):
+    monkeypatch.setenv("PLATFORGE_RUNTIME", "nosuchruntime")
+    monkeypatch.delenv("PLATFORGE_SANDBOX", raising=False)
+    sandbox._probe.cache_clear()
+    try:
+        with pytest.raises(SandboxError, match="PLATFORGE_RUNTIME=nosuchruntime is"):
+            sandbox.capabilities()
+    finally:
+        sandbox._probe.cache_clear()

@@ -223,7 +223,19 @@ def _overlay_supported() -> bool:
 def _find_runtime() -> str | None:
     wanted = os.environ.get("PLATFORGE_RUNTIME", "").strip()
     if wanted:
-        return shutil.which(wanted)
+        # A runtime the user named is used or refused, never silently replaced.
+        found = shutil.which(wanted)
+        if found is None:
+            raise SandboxError(
+                f"PLATFORGE_RUNTIME={wanted} is not on PATH; unset it, or name "
+                "crun or runc"
+            )
+        if Path(found).name == "crun" and _hybrid_cgroups():
+            raise SandboxError(
+                "PLATFORGE_RUNTIME=crun: crun refuses this host's mix of cgroup v1 "
+                "and v2 (hybrid mode); unset PLATFORGE_RUNTIME to use runc"
+            )
+        return found
     crun = shutil.which("crun")
     if crun and _hybrid_cgroups():
         # crun refuses hosts that mount cgroup v1 controllers next to a cgroup v2
