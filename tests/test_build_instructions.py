@@ -377,7 +377,7 @@ def test_sigterm_stops_a_running_step_and_cleans_up(tmp_path, tmp_store, base):
         while not _processes_running(b"sleep\x0029") and time.monotonic() < deadline:
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 130
+        assert proc.wait(timeout=20) == 143
     finally:
         if proc.poll() is None:
             # Unwind as a user would, so a failure here leaves no container or

@@ -447,7 +447,7 @@ def test_sigterm_stops_the_container_and_cleans_up(amd64_tree, tmp_path, run_env
             # Unwind the sandbox even when an assertion failed above.
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 143
     assert _processes_running(marker) == []
     assert list(run_dir.iterdir()) == []
     assert str(tmp_path) not in Path("/proc/self/mounts").read_text()

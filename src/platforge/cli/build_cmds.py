@@ -10,10 +10,8 @@ coloured ones.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -27,8 +25,6 @@ from platforge.cli.progress import build_display
 from platforge.errors import BuildError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from platforge.build.request import OutputType
 
 __all__ = ["parse_output", "register"]
@@ -320,7 +316,7 @@ def build_command(  # noqa: PLR0917 - one parameter per flag, as click passes th
             progress=display.on_build,
             blob_progress=display.on_blob,
         )
-        with _terminate_as_interrupt(), display:
+        with display:
             result = build(request)
         display.finished(result, request)
     click.echo(str(result.digest))
@@ -344,26 +340,6 @@ def _default_output(path: Path) -> Path:
             "--output type=oci,dest=DIR"
         )
     return path
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI abort, ``timeout``) unwinds the build as ^C does.
-
-    Python would die of it at once, leaving a RUN's container running and its
-    mounts behind; as KeyboardInterrupt it unwinds through the sandbox, which
-    kills the container and cleans up.
-    """
-
-    def interrupt(signum: int, frame: object) -> None:
-        del signum, frame
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def register(group: click.Group) -> None:

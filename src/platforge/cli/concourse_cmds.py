@@ -8,17 +8,11 @@ task reads ``oci-build-task``'s parameters from the environment.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 __all__ = ["register"]
 
@@ -116,28 +110,7 @@ def build_cmd(outputs: Path) -> None:
 
     # The build log of a Concourse task is not a terminal: plain step lines and
     # RUN output, as oci-build-task shows BuildKit's.
-    with _abort_as_interrupt():
-        run_task(dict(os.environ), outputs, progress=PlainDisplay().on_build)
-
-
-@contextlib.contextmanager
-def _abort_as_interrupt() -> Iterator[None]:
-    """Concourse aborts a task with SIGTERM; unwind as on ^C.
-
-    Python would die of the signal at once, leaving a RUN's container running, its
-    mounts, and the files of BUILDKIT_SECRETTEXT_* behind; as KeyboardInterrupt it
-    unwinds through the sandbox and the task's clean-up.
-    """
-
-    def interrupt(signum: int, frame: object) -> None:
-        del signum, frame
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    run_task(dict(os.environ), outputs, progress=PlainDisplay().on_build)
 
 
 def register(group: click.Group) -> None:

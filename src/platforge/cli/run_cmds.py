@@ -14,10 +14,8 @@ index after them, the tag last; the index digest goes to stdout.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,7 +53,7 @@ from platforge.registry.copy import (
 from platforge.registry.reference import Reference
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
 
     from platforge.oci.digest import Digest
     from platforge.platforms import Platform
@@ -108,25 +106,6 @@ def _is_layout(text: str) -> bool:
 
 
 # --- run -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI abort, ``timeout``) stops the container and cleans up as ^C does.
-
-    Python dies of SIGTERM at once, which would leave the container running and
-    its mount behind; raised as KeyboardInterrupt it unwinds through the sandbox.
-    """
-
-    def interrupt(signum: int, frame: object) -> None:
-        del signum, frame
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _pick(layout: Layout, root: Descriptor, raw: bytes, wanted: Platform) -> Manifest:
@@ -280,24 +259,23 @@ def run(  # noqa: PLR0917 - click passes each option as a parameter
     )
     (cache / "tmp").mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".run-", dir=cache / "tmp"))
-    with _terminate_as_interrupt():
-        try:
-            result = sandbox.run(
-                sandbox.RunSpec(
-                    lowerdirs=lowerdirs,
-                    upperdir=scratch / "upper",
-                    args=_argv(config, entrypoint, command, image),
-                    env=_environment(config.config.env, env),
-                    cwd=workdir or config.config.working_dir or "/",
-                    user=user if user is not None else (config.config.user or ""),
-                    platform=spec_platform,
-                    network="none" if network == "none" else "host",
-                    output=None,
-                    stdin_tty=interactive,
-                )
+    try:
+        result = sandbox.run(
+            sandbox.RunSpec(
+                lowerdirs=lowerdirs,
+                upperdir=scratch / "upper",
+                args=_argv(config, entrypoint, command, image),
+                env=_environment(config.config.env, env),
+                cwd=workdir or config.config.working_dir or "/",
+                user=user if user is not None else (config.config.user or ""),
+                platform=spec_platform,
+                network="none" if network == "none" else "host",
+                output=None,
+                stdin_tty=interactive,
             )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     ctx.exit(result.exit_code)
 
 
