@@ -253,7 +253,12 @@ def plan_command(
 
 @click.group("dockerfile")
 def dockerfile_group() -> None:
-    """Inspect Dockerfiles: how they parse and what a build would do."""
+    """Inspect Dockerfiles: how they parse and what a build would do.
+
+    \b
+    Example:
+      platforge dockerfile plan Dockerfile --platform linux/amd64,linux/arm64
+    """
 
 
 dockerfile_group.add_command(plan_command)

@@ -579,7 +579,13 @@ def _copy_children(
 
 @click.group("index")
 def index_group() -> None:
-    """Image indexes made from images built elsewhere."""
+    """Image indexes made from images built elsewhere.
+
+    \b
+    Example:
+      platforge index create 127.0.0.1:5000/app:1.0 \\
+          --from 127.0.0.1:5000/app:1.0-amd64 --from 127.0.0.1:5000/app:1.0-arm64
+    """
 
 
 @index_group.command("create")
