@@ -223,16 +223,21 @@ def test_parameters_are_read_like_oci_build_task(tmp_path):
     assert config.dockerfile == tmp_path / "Dockerfile"
 
 
-@pytest.mark.privileged
-def test_run_reads_a_secret_text_that_stays_out_of_the_image(
-    tmp_path, tmp_store, busybox
-):
+def _busybox_task_source(tmp_path, busybox):
+    """``base/``: an amd64 busybox layout for IMAGE_ARG_base; ``src/``: the context."""
     base = single_image(
         "busybox",
         files={"bin/busybox": (busybox["amd64"] / "bin" / "busybox").read_bytes()},
     )
     write_layout(tmp_path / "base", base)
     (tmp_path / "src").mkdir()
+
+
+@pytest.mark.privileged
+def test_run_reads_a_secret_text_that_stays_out_of_the_image(
+    tmp_path, tmp_store, busybox
+):
+    _busybox_task_source(tmp_path, busybox)
     (tmp_path / "src" / "Dockerfile").write_text(
         "ARG base\nFROM ${base}\nUSER 0\n"
         'SHELL ["/bin/busybox", "sh", "-c"]\n'
@@ -256,12 +261,7 @@ def test_run_reads_a_secret_text_that_stays_out_of_the_image(
 
 @pytest.mark.privileged
 def test_the_build_log_shows_each_step_and_the_run_output(tmp_path, tmp_store, busybox):
-    base = single_image(
-        "busybox",
-        files={"bin/busybox": (busybox["amd64"] / "bin" / "busybox").read_bytes()},
-    )
-    write_layout(tmp_path / "base", base)
-    (tmp_path / "src").mkdir()
+    _busybox_task_source(tmp_path, busybox)
     (tmp_path / "src" / "Dockerfile").write_text(
         "ARG base\nFROM ${base}\n"
         'SHELL ["/bin/busybox", "sh", "-c"]\n'
